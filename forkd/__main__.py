@@ -1,0 +1,3 @@
+from forkd.cli import main
+
+main(prog_name="forkd")

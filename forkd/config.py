@@ -1,0 +1,377 @@
+"""The configuration: YAML in, validated, typed, immutable objects out.
+
+This is the only module that reads YAML. Every setting is a field of a frozen dataclass below and its
+default lives there, nowhere else. One generic builder walks the YAML mapping against the dataclass
+fields: unknown keys, wrong types and bad values become `key.path: reason` lines, and all of them are
+collected and reported together in one ConfigError. Relative paths resolve against the directory of
+the config file. Nothing here binds, forks or reads the environment.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Union
+
+import yaml
+
+
+class ConfigError(Exception):
+    """One or more problems, each a `key.path: reason` line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# Field metadata understood by the builder.
+DIR = {"path": "dir"}  # a directory that must exist
+FILE_OR_DIR = {"path": "any"}  # a path resolved against the config directory, not checked
+EXECUTABLE = {"path": "exe"}  # an executable file that must exist
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """One listener: a TCP host/port or a unix socket path."""
+
+    family: Literal["inet", "inet6", "unix"]
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.family == "unix":
+            return f"unix:{self.path}"
+        if self.family == "inet6":
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    header: float = 10.0  # from the first byte of a request to its complete head (then 408)
+    body: float = 30.0  # to receive a request body
+    keepalive: float = 5.0  # an idle kept-alive connection is closed after this
+    graceful: float = 30.0  # TERM / reload: how long retiring workers may finish requests
+    send: float = 60.0  # a client that reads nothing of its response for this long is dropped
+    worker: float = 120.0  # a worker busy with one request (or silent) this long is stuck: killed
+
+
+@dataclass(frozen=True)
+class Limits:
+    request_line: int = 8190  # bytes; longer → 414
+    header_bytes: int = 65536  # bytes of the whole head; more → 431
+    headers: int = 100  # number of header fields; more → 431
+    body: int = 10485760  # bytes; more → 413
+    worker_requests: int = 0  # a worker retires after about this many requests (0: never)
+    connections: int = 10000  # open connections per worker; idle ones are closed oldest first
+
+
+@dataclass(frozen=True)
+class StaticConfig:
+    root: Path = field(metadata=DIR)
+    index: tuple[str, ...] = ("index.html",)
+    autoindex: bool = False
+    precompressed: bool = True  # serve FILE.br / FILE.gz when Accept-Encoding allows
+    dotfiles: bool = False  # serve names starting with "." (/.well-known/ is always allowed)
+    symlinks_outside_root: bool = False  # follow symlinks that lead out of root
+    cache_control: str | None = None  # Cache-Control value for successful responses
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
+    error_pages: Mapping[int, str] = field(default_factory=dict)  # status → file under root
+
+
+@dataclass(frozen=True)
+class CgiConfig:
+    root: Path = field(metadata=DIR)
+    timeout: float = 30.0  # seconds for the script to produce its header block / each output
+    interpreters: Mapping[str, str] = field(default_factory=dict)  # ".php" → /usr/bin/php-cgi
+    env: Mapping[str, str] = field(default_factory=dict)  # extra variables for every script
+    pass_env: tuple[str, ...] = ()  # names copied from forkd's own environment
+    underscore_headers: bool = False  # pass request headers whose names contain "_"
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str
+    static: StaticConfig | None = None
+    cgi: CgiConfig | None = None
+
+    @property
+    def handler_config(self) -> StaticConfig | CgiConfig:
+        return self.static or self.cgi  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: tuple[ListenAddress, ...] = (ListenAddress("inet", "127.0.0.1", 8080),)
+    workers: int = 2  # "auto" in YAML becomes the CPU count
+    pidfile: Path | None = field(default=None, metadata=FILE_OR_DIR)
+    user: str | None = None
+    group: str | None = None
+    access_log: str | None = "-"  # a path, "-" for stderr, or null
+    log_format: Literal["combined", "json"] = "combined"
+    error_log: str | None = "-"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    server_tokens: bool = True  # send "Server: forkd/VERSION"; false sends "Server: forkd"
+    backlog: int = 2048
+    unix_mode: int = 0o666  # permission bits of unix listener sockets
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    routes: tuple[Route, ...] = ()
+    source: Path | None = None  # the file this came from (not a YAML key)
+
+
+NOT_KEYS = {"source"}
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path).absolute()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}: YAML syntax error{where}: {problem}"]) from None
+    if data is None:
+        data = {}
+    builder = _Builder(path.parent)
+    config = builder.build(Config, data, "")
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    return dataclasses.replace(config, source=path)
+
+
+def loads(text: str, base: Path) -> Config:
+    """Validate YAML text whose relative paths resolve against base (for tests and tools)."""
+    data = yaml.safe_load(text) or {}
+    builder = _Builder(base)
+    config = builder.build(Config, data, "")
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    return config
+
+
+class _Builder:
+    """Turns plain YAML data into dataclasses, collecting problems instead of stopping at the first."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.problems: list[str] = []
+
+    def fail(self, path: str, reason: str) -> None:
+        self.problems.append(f"{path or '(top level)'}: {reason}")
+
+    def build(self, cls: type, data: Any, path: str) -> Any:
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a mapping, got {_kind(data)}")
+            return None
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_KEYS}
+        for key in data:
+            if key not in fields:
+                self.fail(_join(path, key), "unknown key")
+        values = {}
+        for name, spec in fields.items():
+            if name not in data:
+                if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                    self.fail(_join(path, name), "required key is missing")
+                continue
+            special = getattr(self, f"_field_{cls.__name__}_{name}", None)
+            where = _join(path, name)
+            if special:
+                value = special(data[name], where)
+            else:
+                value = self.value(hints[name], data[name], where, spec.metadata)
+            values[name] = value
+        check = getattr(self, f"_check_{cls.__name__}", None)
+        if check:
+            check(values, path)
+        try:
+            return cls(**values)
+        except TypeError:
+            return None  # a required field failed; the problem is already recorded
+
+    def value(self, hint: Any, data: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin in (Union, types.UnionType):
+            if data is None and type(None) in args:
+                return None
+            inner = [a for a in args if a is not type(None)]
+            return self.value(inner[0], data, path, meta)
+        if origin is Literal:
+            if data not in args:
+                self.fail(path, f"must be one of {', '.join(map(str, args))}, got {data!r}")
+            return data
+        if origin is tuple:
+            items = [data] if isinstance(data, str) else data
+            if not isinstance(items, list):
+                self.fail(path, f"expected a list, got {_kind(data)}")
+                return ()
+            return tuple(self.value(args[0], item, f"{path}[{i}]", meta) for i, item in enumerate(items))
+        if origin in (collections.abc.Mapping, dict):
+            if not isinstance(data, dict):
+                self.fail(path, f"expected a mapping, got {_kind(data)}")
+                return types.MappingProxyType({})
+            key_type, value_type = args
+            out = {}
+            for key, item in data.items():
+                out[self.value(key_type, key, f"{path}.{key}", {})] = self.value(
+                    value_type, item, f"{path}.{key}", {}
+                )
+            return types.MappingProxyType(out)
+        if dataclasses.is_dataclass(hint):
+            return self.build(hint, data, path)
+        if hint is Path:
+            return self.path(data, path, meta.get("path", "any"))
+        if hint is bool:
+            if not isinstance(data, bool):
+                self.fail(path, f"expected true or false, got {_kind(data)}")
+            return data
+        if hint is int:
+            if isinstance(data, bool) or not isinstance(data, int):
+                self.fail(path, f"expected an integer, got {_kind(data)}")
+                return 0
+            if data < 0:
+                self.fail(path, f"must not be negative, got {data}")
+            return data
+        if hint is float:
+            if isinstance(data, bool) or not isinstance(data, (int, float)):
+                self.fail(path, f"expected a number of seconds, got {_kind(data)}")
+                return 0.0
+            if data <= 0:
+                self.fail(path, f"must be positive, got {data}")
+            return float(data)
+        if hint is str:
+            if not isinstance(data, str):
+                self.fail(path, f"expected a string, got {_kind(data)}")
+                return ""
+            return data
+        raise TypeError(f"config builder cannot handle {hint!r}")  # a bug in this module
+
+    def path(self, data: Any, where: str, check: str) -> Path | None:
+        if not isinstance(data, str) or not data:
+            self.fail(where, f"expected a path, got {_kind(data)}")
+            return None
+        resolved = (self.base / data).resolve() if not os.path.isabs(data) else Path(data)
+        if check == "dir" and not resolved.is_dir():
+            self.fail(where, f"no such directory: {resolved}")
+        elif check == "exe" and not (resolved.is_file() and os.access(resolved, os.X_OK)):
+            self.fail(where, f"not an executable file: {resolved}")
+        return resolved
+
+    # Fields with a grammar of their own.
+
+    def _field_Config_listen(self, data: Any, path: str) -> tuple[ListenAddress, ...]:
+        items = [data] if isinstance(data, str) else data
+        if not isinstance(items, list) or not items:
+            self.fail(path, "expected a non-empty list of addresses")
+            return ()
+        out = []
+        for i, item in enumerate(items):
+            address = parse_listen(item)
+            if isinstance(address, str):
+                self.fail(f"{path}[{i}]", address)
+            else:
+                if address.family == "unix":
+                    address = dataclasses.replace(address, path=str(self.base / address.path))
+                out.append(address)
+        return tuple(out)
+
+    def _field_Config_workers(self, data: Any, path: str) -> int:
+        if data == "auto":
+            return os.cpu_count() or 1
+        if isinstance(data, bool) or not isinstance(data, int) or data < 1:
+            self.fail(path, f'expected an integer >= 1 or "auto", got {data!r}')
+            return 1
+        return data
+
+    def _field_Config_unix_mode(self, data: Any, path: str) -> int:
+        if isinstance(data, str):
+            try:
+                data = int(data, 8)
+            except ValueError:
+                pass
+        if isinstance(data, bool) or not isinstance(data, int) or not 0 <= data <= 0o777:
+            self.fail(path, f"expected permission bits such as \"0660\", got {data!r}")
+            return 0o666
+        return data
+
+    def _field_CgiConfig_interpreters(self, data: Any, path: str) -> Mapping[str, str]:
+        if not isinstance(data, dict):
+            self.fail(path, f"expected a mapping of extension to program, got {_kind(data)}")
+            return types.MappingProxyType({})
+        out = {}
+        for ext, program in data.items():
+            where = f"{path}.{ext}"
+            if not isinstance(ext, str) or not ext.startswith("."):
+                self.fail(where, "extension must be a string starting with '.'")
+                continue
+            exe = self.path(program, where, "exe")
+            if exe is not None:
+                out[ext] = str(exe)
+        return types.MappingProxyType(out)
+
+    def _field_Route_prefix(self, data: Any, path: str) -> str:
+        if not isinstance(data, str) or not data.startswith("/"):
+            self.fail(path, f"must be a path starting with '/', got {data!r}")
+            return "/"
+        return data
+
+    def _check_Route(self, values: dict[str, Any], path: str) -> None:
+        handlers = [name for name in ("static", "cgi") if name in values]
+        if len(handlers) != 1:
+            self.fail(path, "a route needs exactly one handler: static or cgi")
+
+    def _check_Config(self, values: dict[str, Any], path: str) -> None:
+        if "routes" not in values or not values["routes"]:
+            self.fail("routes", "at least one route is required")
+        if values.get("group") and not values.get("user"):
+            pass  # a group alone is allowed: the master keeps its user
+        limits = values.get("limits")
+        if isinstance(limits, Limits) and limits.request_line > limits.header_bytes:
+            self.fail("limits.request_line", "must not exceed limits.header_bytes")
+
+
+def parse_listen(text: Any) -> ListenAddress | str:
+    """Parse "host:port", "[v6]:port" or "unix:/path"; a string result is the reason it is invalid."""
+    if not isinstance(text, str):
+        return f"expected an address string, got {_kind(text)}"
+    if text.startswith("unix:"):
+        if not text[5:]:
+            return "unix: needs a socket path"
+        return ListenAddress("unix", path=text[5:])
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        family = "inet6"
+    else:
+        host, sep, port = text.rpartition(":")
+        family = "inet"
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return f'expected "host:port", "[v6]:port" or "unix:/path", got {text!r}'
+    if family == "inet" and ":" in host:
+        return f"IPv6 addresses need brackets: [{host}]:{port}"
+    return ListenAddress(family, host or "0.0.0.0", int(port))  # type: ignore[arg-type]
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _kind(data: Any) -> str:
+    if data is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: f"the string {data!r}", bool: f"{data}".lower()}.get(
+        type(data), f"{type(data).__name__} {data!r}"
+    )

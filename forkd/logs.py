@@ -1,0 +1,170 @@
+"""The error log and the access log.
+
+Each log is a file opened O_APPEND (or stderr for "-"). A line is always written whole by a single
+os.write, so lines from several workers sharing one file never interleave. The access log buffers
+whole lines and is flushed by the worker loop (at the latest when a buffer passes 4 KiB, below
+PIPE_BUF, or when the loop goes idle); the error log writes at once. `reopen` re-opens the paths
+(USR1, after logrotate renamed the files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from forkd.http.request import Request
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+FLUSH_AT = 4096
+
+
+class LogFile:
+    """An append-only line sink: a path, "-" (stderr) or None (discard)."""
+
+    def __init__(self, target: str | None) -> None:
+        self.target = target
+        self.fd = -1
+        self.open()
+
+    def open(self) -> None:
+        if self.target is None:
+            self.fd = -1
+        elif self.target == "-":
+            self.fd = 2
+        else:
+            self.fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def reopen(self) -> None:
+        old = self.fd
+        self.open()
+        if old > 2:
+            os.close(old)
+
+    def write(self, data: bytes) -> None:
+        if self.fd < 0 or not data:
+            return
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            pass  # a full disk or a closed stderr must never stop serving
+
+    def close(self) -> None:
+        if self.fd > 2:
+            os.close(self.fd)
+        self.fd = -1
+
+
+class ErrorLog:
+    """`2026-11-22T10:00:00Z [info] 1234: message` lines, written at once."""
+
+    def __init__(self, target: str | None, level: str = "info") -> None:
+        self.file = LogFile(target)
+        self.threshold = LEVELS[level]
+
+    def log(self, level: str, message: str) -> None:
+        if LEVELS[level] < self.threshold:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        text = message.replace("\n", "\\n")
+        self.file.write(f"{stamp} [{level}] {os.getpid()}: {text}\n".encode("utf-8", "replace"))
+
+    def debug(self, message: str) -> None:
+        self.log("debug", message)
+
+    def info(self, message: str) -> None:
+        self.log("info", message)
+
+    def warning(self, message: str) -> None:
+        self.log("warning", message)
+
+    def error(self, message: str) -> None:
+        self.log("error", message)
+
+    def reopen(self) -> None:
+        self.file.reopen()
+
+
+class AccessLog:
+    """NCSA combined (default) or JSON lines, buffered whole lines at a time."""
+
+    def __init__(self, target: str | None, fmt: str = "combined") -> None:
+        self.file = LogFile(target)
+        self.json = fmt == "json"
+        self.buffer: list[bytes] = []
+        self.buffered = 0
+        self._stamp_second = -1
+        self._stamp = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.file.fd >= 0
+
+    def record(self, request: Request | None, remote: str, status: int, sent: int, seconds: float,
+               request_line: str = "-") -> None:
+        if self.file.fd < 0:
+            return
+        if self.json:
+            line = self._json(request, remote, status, sent, seconds, request_line)
+        else:
+            line = self._combined(request, remote, status, sent, request_line)
+        self.buffer.append(line)
+        self.buffered += len(line)
+        if self.buffered >= FLUSH_AT:
+            self.flush()
+
+    def _combined(self, request: Request | None, remote: str, status: int, sent: int,
+                  request_line: str) -> bytes:
+        headers = request.headers if request else {}
+        referer = _quote(headers.get("referer", "-"))
+        agent = _quote(headers.get("user-agent", "-"))
+        line = _quote(request.request_line if request else request_line)
+        return f'{remote or "-"} - - [{self._now()}] "{line}" {status} {sent} "{referer}" "{agent}"\n'.encode(
+            "latin-1", "replace"
+        )
+
+    def _json(self, request: Request | None, remote: str, status: int, sent: int, seconds: float,
+              request_line: str) -> bytes:
+        headers = request.headers if request else {}
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "remote": remote,
+            "method": request.method if request else None,
+            "target": request.target if request else None,
+            "request": request.request_line if request else request_line,
+            "status": status,
+            "bytes": sent,
+            "duration_ms": round(seconds * 1000, 3),
+            "referer": headers.get("referer"),
+            "user_agent": headers.get("user-agent"),
+            "pid": os.getpid(),
+        }
+        return (json.dumps(entry, ensure_ascii=True) + "\n").encode("ascii")
+
+    def _now(self) -> str:
+        second = int(time.time())
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
+        return self._stamp
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.file.write(b"".join(self.buffer))
+            self.buffer.clear()
+            self.buffered = 0
+
+    def reopen(self) -> None:
+        self.flush()
+        self.file.reopen()
+
+
+def _quote(text: str) -> str:
+    """Escape what could forge a log line: quotes, backslashes, control bytes."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    return "".join(
+        f"\\x{ord(c):02x}" if not c.isprintable() or c in '"\\' else c for c in text
+    )

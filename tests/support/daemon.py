@@ -1,0 +1,158 @@
+"""Start the real forkd daemon for a test and talk to it.
+
+The daemon runs in its own session (process group) with its error log in a file; its listeners bind
+port 0 and the master logs `listening on HOST:PORT` for each, which is how tests learn the port (no
+racy free-port probing). `ready: generation N` in the log means the workers accept. Teardown kills the
+whole group, so no test leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LISTEN_RE = re.compile(r"listening on (\S+)")
+
+
+class Daemon:
+    def __init__(self, directory: Path, config: dict[str, Any] | str, env: dict[str, str] | None = None):
+        self.dir = Path(directory)
+        self.config_path = self.dir / "forkd.yaml"
+        self.error_log = self.dir / "error.log"
+        self.access_log = self.dir / "access.log"
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.addresses: list[str] = []
+        self.write_config(config)
+
+    # -- config ---------------------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any] | str) -> None:
+        if isinstance(config, str):
+            text = textwrap.dedent(config)
+        else:
+            data = {"listen": ["127.0.0.1:0"], "workers": 2, "error_log": str(self.error_log),
+                    "access_log": str(self.access_log), "pidfile": str(self.dir / "forkd.pid")}
+            data.update(config)
+            text = yaml.safe_dump(data, sort_keys=False)
+        self.config_path.write_text(text)
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self, *extra: str, wait: bool = True, timeout: float = 15.0) -> "Daemon":
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONPATH", str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "forkd", "-c", str(self.config_path), *extra],
+            cwd=self.dir, env=env, start_new_session=True,
+            stdout=open(self.dir / "stdout.log", "ab"), stderr=open(self.dir / "stderr.log", "ab"),
+        )
+        if wait:
+            self.wait_for_log("ready: generation 1", timeout)
+            self.addresses = LISTEN_RE.findall(self.log())
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def port(self) -> int:
+        return int(self.addresses[0].rsplit(":", 1)[1])
+
+    @property
+    def host(self) -> str:
+        return self.addresses[0].rsplit(":", 1)[0].strip("[]")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Kill the whole process group, whatever state it is in."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    # -- logs -----------------------------------------------------------------------------------
+    def log(self) -> str:
+        parts = []
+        for name in (self.error_log, self.dir / "stderr.log"):
+            if name.exists():
+                parts.append(name.read_text(errors="replace"))
+        return "".join(parts)
+
+    def wait_for_log(self, text: str, timeout: float = 10.0, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log().count(text) >= count:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"forkd exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.log()}")
+
+    # -- processes ------------------------------------------------------------------------------
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
+        pids = []
+        for pid in map(int, out.split()):
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if title.startswith(b"forkd: worker"):
+                pids.append(pid)
+        return sorted(pids)
+
+    # -- clients --------------------------------------------------------------------------------
+    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET",
+            body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        conn = self.connection()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def raw(self, data: bytes, timeout: float = 5.0, shut: bool = False) -> bytes:
+        """Send raw bytes, return everything the server sends until it closes (or timeout)."""
+        with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+            sock.sendall(data)
+            if shut:
+                sock.shutdown(socket.SHUT_WR)
+            chunks = []
+            try:
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            except socket.timeout:
+                pass
+            return b"".join(chunks)
