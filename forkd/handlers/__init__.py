@@ -56,3 +56,17 @@ def build_handler(route: Route, config: Config) -> Handler:
 
     assert route.cgi is not None
     return CgiHandler(route.prefix, route.cgi, config)
+
+
+class InternalRedirect(Exception):
+    """Raised by a handler to have the worker serve another local target instead (RFC 3875 §6.2.2).
+
+    The worker re-dispatches a GET for `target` (a path with optional query, no body) through the
+    router, with `extra` (REDIRECT_STATUS, REDIRECT_URL, ...) copied into request.extra; it gives up
+    with 500 after a few hops so two scripts cannot redirect to each other forever.
+    """
+
+    def __init__(self, target: str, extra: dict[str, str]) -> None:
+        super().__init__(target)
+        self.target = target
+        self.extra = extra
