@@ -19,12 +19,14 @@ def normalize(raw_path: str) -> str:
     """Decode and clean an encoded request path ("/a/%2e%2e/b" → "/b")."""
     if not raw_path.startswith("/"):
         raise BadRequest("request path must start with /")
-    if "%" in raw_path:
+    try:
+        data = raw_path.encode("latin-1")  # the bytes as received (Request strings are latin-1)
+    except UnicodeEncodeError:
+        raise BadRequest("path is not a byte string") from None
+    if b"%" in data:
         if not _valid_escapes(raw_path):
             raise BadRequest("malformed percent-encoding")
-        data = unquote_to_bytes(raw_path)
-    else:
-        data = raw_path.encode("latin-1")
+        data = unquote_to_bytes(data)
     try:
         path = data.decode("utf-8")  # strict: rejects overlong forms such as %c0%ae
     except UnicodeDecodeError:
