@@ -1,0 +1,170 @@
+"""The CGI response header block: finding it, parsing it, and deciding what kind of response it is.
+
+A script's output starts with header fields, one per line, ended by an empty line (RFC 3875 §6.2,
+§6.3). Lines may end in LF or CRLF (scripts written in sh print LF). The block must contain at least one
+CGI field (Content-Type, Location or Status); everything else is passed to the client. What is refused,
+as a 502 (the script misbehaved):
+  - no empty line before the output ends or before MAX_HEADER_BYTES;
+  - a line that is not `token ":" value`;
+  - a control character in a value other than HTAB, above all a bare CR: with LF line ends a CR
+    inside a value would let a script (or data it echoes) split the response (response splitting);
+  - a Status that is not a 3-digit code in 200..599, a Content-Length that is not digits, or a
+    repeated Status / Location / Content-Type.
+Continuation lines (obs-fold, inherited from HTTP/1.0 by §6.3) are unfolded to one space, as
+RFC 9112 §5.2 asks of a recipient.
+
+Then `classify` names the response (§6.2): a local redirect (Location is an absolute path, no Status)
+is served internally; any other Location is a client redirect (302 unless a Status says otherwise);
+the rest are documents. No I/O here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from forkd.http.errors import BadGateway
+
+MAX_HEADER_BYTES = 65536
+
+# RFC 9110 §5.6.2: token = 1*tchar
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# field-value octets (RFC 9110 §5.5): VCHAR, obs-text, SP and HTAB; nothing else (no CR, LF, NUL).
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+# The worker writes these itself (framing, Date, Server); a script's copy would duplicate or contradict
+# them. Hop-by-hop fields (RFC 9110 §7.6.1) describe the script's pipe, not the client connection.
+_DROPPED = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection",
+    "content-length", "date", "server",
+})
+
+
+class MalformedOutput(BadGateway):
+    """The script's header block breaks RFC 3875 §6."""
+
+
+@dataclass(slots=True)
+class CgiHeaders:
+    status: int | None = None  # from Status; None when absent
+    location: str | None = None
+    content_type: str | None = None
+    content_length: int | None = None
+    fields: list[tuple[str, str]] = field(default_factory=list)  # what goes to the client, in order
+
+
+def find_end(buffer: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+    """(end of the header lines, start of the body) once the empty line is in buffer, else None.
+
+    `start` must be the beginning of a line (a previous call's progress is not remembered: callers
+    pass the length of the buffer before the last append, backed up to the last line start).
+    """
+    position = start
+    while True:
+        newline = buffer.find(b"\n", position)
+        if newline == -1:
+            return None
+        if newline == position or (newline == position + 1 and buffer[position] == 0x0D):
+            return position, newline + 1
+        position = newline + 1
+
+
+def line_start(buffer: bytes | bytearray, length: int) -> int:
+    """The start of the line that holds offset `length` (where a search may safely resume)."""
+    return buffer.rfind(b"\n", 0, length) + 1
+
+
+def parse(block: bytes) -> CgiHeaders:
+    """Parse the header lines (the bytes before the empty line)."""
+    headers = CgiHeaders()
+    pending: tuple[bytes, bytearray] | None = None
+    for line in _lines(block):
+        if line[:1] in (b" ", b"\t"):
+            if pending is None:
+                raise MalformedOutput("continuation line before any header")
+            pending[1].extend(b" " + line.strip(b" \t"))
+            continue
+        if pending is not None:
+            _add(headers, *pending)
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise MalformedOutput(f"not a header line: {line[:80]!r}")
+        pending = (name, bytearray(value.strip(b" \t")))
+    if pending is not None:
+        _add(headers, *pending)
+    if headers.status is None and headers.location is None and headers.content_type is None:
+        raise MalformedOutput("no Content-Type, Location or Status header")
+    return headers
+
+
+def _lines(block: bytes) -> list[bytes]:
+    if not block:
+        return []
+    lines = block[:-1].split(b"\n") if block.endswith(b"\n") else block.split(b"\n")
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def _add(headers: CgiHeaders, raw_name: bytes, raw_value: bytearray) -> None:
+    if _BAD_VALUE.search(raw_value):
+        raise MalformedOutput(f"control character in the value of {raw_name!r}")
+    name = raw_name.decode("ascii")
+    value = raw_value.decode("latin-1")
+    key = name.lower()
+    if key == "status":
+        _once(headers.status, name)
+        headers.status = _status(value)
+        return
+    if key == "location":
+        _once(headers.location, name)
+        headers.location = value
+    elif key == "content-type":
+        _once(headers.content_type, name)
+        headers.content_type = value
+    elif key == "content-length":
+        if not value.isdigit() or not value.isascii():
+            raise MalformedOutput(f"bad Content-Length {value!r}")
+        if headers.content_length is not None and headers.content_length != int(value):
+            raise MalformedOutput("conflicting Content-Length headers")
+        headers.content_length = int(value)
+    if key not in _DROPPED:
+        headers.fields.append((name, value))
+
+
+def _once(previous: object, name: str) -> None:
+    if previous is not None:
+        raise MalformedOutput(f"repeated {name} header")
+
+
+def _status(value: str) -> int:
+    code = value.split(" ", 1)[0]
+    if len(code) != 3 or not code.isdigit() or not code.isascii() or not 200 <= int(code) <= 599:
+        raise MalformedOutput(f"bad Status {value!r}")
+    return int(code)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRedirect:
+    target: str  # an absolute path, with its query
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    status: int
+    fields: list[tuple[str, str]]
+    length: int | None
+
+
+def classify(headers: CgiHeaders) -> LocalRedirect | Document:
+    """§6.2: local redirect, client redirect (a document with a Location and 302) or document."""
+    location = headers.location
+    if location is not None and headers.status is None and is_local(location):
+        return LocalRedirect(location)
+    status = headers.status
+    if status is None:
+        status = 302 if location is not None else 200
+    return Document(status, headers.fields, headers.content_length)
+
+
+def is_local(location: str) -> bool:
+    """§6.2.2 local-Location = local-pathquery: an absolute path, not "//authority" (a client redirect)."""
+    return location.startswith("/") and not location.startswith("//")
