@@ -67,8 +67,27 @@ def inside(root_real: str, candidate: str) -> bool:
 
 
 def strip_prefix(path: str, prefix: str) -> str:
-    """The part of a normalised path below a route prefix, always starting with "/"."""
-    rest = path[len(prefix.rstrip("/")) :]
-    if rest and not rest.startswith("/"):
+    """The part of a normalised path below a route prefix, always starting with "/".
+
+    The prefix must match on whole segments: the router matched the path as received, and decoding
+    or dot-segment removal may have moved it out of the route ("/static/../x" is "/x"), which is a 404
+    here rather than a file of this route's root.
+    """
+    base = prefix.rstrip("/")
+    if not base:
+        return path
+    if path == base:
+        return "/"
+    if not path.startswith(base + "/"):
         raise NotFound()
-    return rest or "/"
+    return path[len(base):]
+
+
+def hidden(path: str) -> bool:
+    """True when a segment of a normalised path names a dotfile, "/.well-known/" excepted (RFC 8615)."""
+    if "/." not in path:
+        return False
+    segments = path.split("/")
+    if len(segments) > 1 and segments[1] == ".well-known":
+        segments = segments[2:]
+    return any(segment.startswith(".") for segment in segments)

@@ -1,0 +1,475 @@
+"""The static-file handler: maps a request path under a route's root to a file and answers for it.
+
+Theory of operation
+-------------------
+1. **Path → file name.** The encoded request path is decoded once and cleaned of dot-segments by
+   `paths.normalize` (a path climbing above "/" is a 400), the route prefix is stripped on whole
+   segments (decoding may have moved the path out of the route: 404), dotfiles are refused unless the
+   route allows them (/.well-known/ always passes, RFC 8615). The result is joined under the root; it
+   cannot name anything outside it except through a symlink.
+2. **File name → validated file.** A name is stat()ed first and only regular files and directories go
+   further (a FIFO or a device is never opened for serving). It is then opened with O_NONBLOCK (a FIFO
+   swapped in meanwhile cannot block the worker) and everything is read from fstat() of that descriptor:
+   type, size, times, and — unless `symlinks_outside_root` — where it really is, through
+   /proc/self/fd, which names the opened file itself, so a symlink swapped between a check and the open
+   cannot smuggle a file from outside the root. The facts are kept in `_File`.
+3. **Cache.** `_File`s are cached per file name, and cleaned request paths per raw path. Every request
+   still stat()s the name (one cheap syscall) and uses the cached facts only while (device, inode, size,
+   mtime_ns) are unchanged and the full validation is less than RECHECK seconds old; a change in any of
+   them, or an edit that keeps them but is older than RECHECK, validates afresh. Files up to
+   SMALL_FILE bytes keep their content, so the 1 KiB hot path is a dict lookup, a stat and a Response
+   of bytes (one send for head and body). Larger files are opened per request; if the opened file is
+   not the one described (identity differs), that descriptor is validated and described instead: the
+   headers always describe the bytes sent.
+4. **Answer.** Preconditions (RFC 9110 §13.2.2), then Range (§14), then the body: bytes, or FileRange
+   parts over the descriptor (the worker sends them with os.sendfile and `cleanup` closes the fd). The
+   FileRange counts come from the same fstat as Content-Length: if the file shrinks mid-send the worker
+   finds EOF early and must cut the connection, never pad.
+Precompressed siblings (FILE.br, FILE.gz) are separate representations of FILE with their own
+validators (the ETag carries the coding); every response for a file that has one says
+`Vary: Accept-Encoding`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from forkd.config import Config, StaticConfig
+from forkd.handlers import autoindex, conditional, mime, negotiate
+from forkd.handlers.paths import hidden, normalize, strip_prefix
+from forkd.http.errors import (
+    Forbidden,
+    HTTPError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+)
+from forkd.http.request import Request
+from forkd.http.response import FileRange, Response
+
+ALLOW = "GET, HEAD, OPTIONS"
+SMALL_FILE = 64 * 1024  # files up to this size are kept in memory while unchanged
+CACHE_BYTES = 32 * 1024 * 1024  # at most this much file content cached per handler (per worker)
+CACHE_ENTRIES = 4096  # at most this many cached paths / files; the caches are cleared when full
+RECHECK = 1.0  # seconds a validation is trusted while the file's identity is unchanged
+OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+SIBLINGS = (("br", ".br"), ("gzip", ".gz"))  # content coding, file suffix (best first)
+# Request fields that can change a file's answer from a plain 200.
+CONDITIONAL_FIELDS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "range")
+NOT_FOUND_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO})
+DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+
+
+@dataclass(slots=True)
+class _Target:
+    """A cleaned request path: the decoded URL path and the file name it maps to."""
+
+    url_path: str  # decoded, normalised, the whole path ("/static/a b/")
+    rest: str  # the part below the route prefix ("/a b/")
+    fs_path: str  # root + rest, without the trailing slash
+    trailing: bool  # the request path ended with "/"
+
+
+@dataclass(slots=True)
+class _File:
+    """Validated facts about one regular file or directory (one representation of a file)."""
+
+    fs_path: str
+    identity: tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
+    is_dir: bool
+    checked: float  # time.monotonic() of the validation
+    coding: str = ""  # "" for the file itself, "br" / "gzip" for a precompressed sibling
+    size: int = 0
+    mtime: int = 0  # Last-Modified, whole seconds
+    etag: str = ""
+    content_type: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)  # a 200's fields
+    not_modified: list[tuple[str, str]] = field(default_factory=list)  # a 304's fields
+    data: bytes | None = None  # the content, for small files
+    siblings: tuple[str, ...] = ()  # codings with a precompressed sibling file
+
+
+class StaticHandler:
+    """Serves files below `config.root` for the route at `prefix`."""
+
+    def __init__(self, prefix: str, config: StaticConfig, server: Config) -> None:
+        self.prefix = prefix
+        self.config = config
+        self.root = str(config.root).rstrip("/") or "/"
+        self.root_real = os.path.realpath(self.root)
+        success = [("Cache-Control", config.cache_control)] if config.cache_control else []
+        success += [(name, value) for name, value in config.headers.items()]
+        self.success_headers = success  # on 2xx and 304 answers
+        self._targets: dict[str, _Target] = {}
+        self._files: dict[str, _File] = {}
+        self._cached_bytes = 0
+
+    # -- the Handler interface ------------------------------------------------------------------
+
+    def prepare(self, request: Request) -> None:
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            raise MethodNotAllowed(ALLOW)
+
+    def handle(self, request: Request) -> Response:
+        try:
+            return self._serve(request)
+        except HTTPError as error:
+            page = self.config.error_pages.get(error.status)
+            response = self._error_page(page, error) if page else None
+            if response is None:
+                raise
+            return response
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def _serve(self, request: Request) -> Response:
+        self.prepare(request)
+        target = self._targets.get(request.path) or self._target(request.path)
+        entry = self._lookup(target.fs_path)
+        if entry.is_dir:
+            if not target.trailing:
+                return self._redirect_to_directory(target, request.query)
+            index = self._index(target.fs_path)
+            if index is None:
+                if request.method == "OPTIONS":
+                    return _options()
+                if not self.config.autoindex:
+                    raise Forbidden("directory listing is off")
+                return self._listing(request, target)
+            entry = index
+        elif target.trailing:
+            raise NotFound()  # "/file.txt/" names a directory that does not exist
+        if request.method == "OPTIONS":
+            return _options()
+        return self._file_response(request, entry)
+
+    def _target(self, raw_path: str) -> _Target:
+        url_path = normalize(raw_path)
+        rest = strip_prefix(url_path, self.prefix)
+        if not self.config.dotfiles and hidden(rest):
+            raise NotFound()
+        trailing = url_path.endswith("/")
+        name = rest.rstrip("/")
+        target = _Target(url_path, rest, self.root + name if name else self.root, trailing)
+        if len(self._targets) >= CACHE_ENTRIES:
+            self._targets.clear()
+        self._targets[raw_path] = target
+        return target
+
+    def _redirect_to_directory(self, target: _Target, query: str) -> Response:
+        # A relative reference (RFC 9110 §10.2.2 allows it): the last segment plus "/", so it can
+        # never start with "//" (a network-path reference to another host) nor read as a scheme,
+        # because ":" is percent-encoded like every other unsafe character.
+        segment = target.url_path.rstrip("/").rsplit("/", 1)[-1]
+        location = autoindex.href(segment, True) + (f"?{query}" if query else "")
+        body = b"<!DOCTYPE html>\n<title>301 Moved Permanently</title><p>Moved.</p>\n"
+        return Response(301, [("Location", location), ("Content-Type", "text/html; charset=utf-8")], body)
+
+    def _index(self, directory: str) -> _File | None:
+        for name in self.config.index:
+            try:
+                entry = self._lookup(os.path.join(directory, name))
+            except (NotFound, Forbidden):
+                continue
+            if not entry.is_dir:
+                return entry
+        return None
+
+    # -- validation and cache -------------------------------------------------------------------
+
+    def _lookup(self, fs_path: str, coding: str = "") -> _File:
+        """The validated facts for a file name (a sibling's when `coding` is given), cached."""
+        key = _key(fs_path, coding)
+        entry = self._files.get(key)
+        try:
+            st = os.stat(fs_path)
+        except OSError as exc:
+            if entry is not None:
+                self._forget(key)
+            raise _os_error(exc) from None
+        if (entry is not None and entry.identity == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                and time.monotonic() - entry.checked < RECHECK):
+            return entry
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            raise NotFound()  # FIFOs, sockets and devices are never opened
+        fd = _open(fs_path)
+        try:
+            entry = self._describe(fs_path, fd, os.fstat(fd), coding)
+        finally:
+            os.close(fd)
+        self._remember(key, entry)
+        return entry
+
+    def _describe(self, fs_path: str, fd: int, st: os.stat_result, coding: str) -> _File:
+        """Validate an opened descriptor and describe it (its content too, when small)."""
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not (is_dir or stat.S_ISREG(st.st_mode)):
+            raise NotFound()
+        if not self.config.symlinks_outside_root:
+            self._check_contained(fs_path, fd)
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        entry = _File(fs_path, identity, is_dir, time.monotonic(), coding)
+        if is_dir:
+            return entry
+        entry.size = st.st_size
+        entry.mtime = int(st.st_mtime)
+        entry.etag = f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}{"-" + coding if coding else ""}"'
+        base = fs_path[: -len(_suffix(coding))] if coding else fs_path
+        entry.content_type = mime.content_type(base)
+        if not coding and self.config.precompressed:
+            entry.siblings = tuple(c for c, suffix in SIBLINGS if _is_file(fs_path + suffix))
+        vary = coding or entry.siblings
+        validators = [("Last-Modified", conditional.http_date(entry.mtime)), ("ETag", entry.etag)]
+        entry.headers = [("Content-Type", entry.content_type)]
+        if coding:
+            entry.headers.append(("Content-Encoding", coding))
+        entry.headers += validators + [("Accept-Ranges", "bytes")]
+        entry.not_modified = list(validators)
+        if vary:
+            entry.headers.append(("Vary", "Accept-Encoding"))
+            entry.not_modified.append(("Vary", "Accept-Encoding"))
+        entry.headers += self.success_headers
+        entry.not_modified += self.success_headers
+        if entry.size <= SMALL_FILE:
+            entry.data = _read_all(fd, entry.size)
+        return entry
+
+    def _check_contained(self, fs_path: str, fd: int) -> None:
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")  # the opened file itself: no race
+        except OSError:
+            real = os.path.realpath(fs_path)
+        root = self.root_real
+        if real != root and not real.startswith(root.rstrip("/") + "/"):
+            raise NotFound()  # a symlink leading out of the root
+        if not self.config.dotfiles and hidden(real[len(root.rstrip("/")):]):
+            raise NotFound()  # a symlink to a dotfile inside the root
+
+    def _remember(self, key: str, entry: _File) -> None:
+        self._forget(key)
+        size = len(entry.data) if entry.data is not None else 0
+        if len(self._files) >= CACHE_ENTRIES or self._cached_bytes + size > CACHE_BYTES:
+            self._files.clear()
+            self._cached_bytes = 0
+        self._files[key] = entry
+        self._cached_bytes += size
+
+    def _forget(self, key: str) -> None:
+        old = self._files.pop(key, None)
+        if old is not None and old.data is not None:
+            self._cached_bytes -= len(old.data)
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def _file_response(self, request: Request, entry: _File) -> Response:
+        if entry.siblings:
+            coding = negotiate.choose_coding(request.headers.get("accept-encoding"), entry.siblings)
+            if coding:
+                try:
+                    entry = self._lookup(entry.fs_path + _suffix(coding), coding)
+                except HTTPError:
+                    pass  # the sibling vanished or is refused: the identity representation will do
+        headers = request.headers
+        spans = None
+        if any(name in headers for name in CONDITIONAL_FIELDS):
+            status = conditional.evaluate_preconditions(request.method, headers, entry.etag, entry.mtime)
+            if status == 304:
+                return Response(304, list(entry.not_modified))
+            if status == 412:
+                raise PreconditionFailed()
+            spans = self._ranges(request, entry)
+        if entry.data is not None and spans is None:
+            return Response(200, list(entry.headers), entry.data)
+        return self._body_response(entry, spans)
+
+    def _ranges(self, request: Request, entry: _File) -> list[conditional.Span] | None:
+        """The spans to send, or None for the whole file (RFC 9110 §14.2: Range is for GET only)."""
+        value = request.headers.get("range")
+        if value is None or request.method != "GET":
+            return None
+        if_range = request.headers.get("if-range")
+        if if_range is not None and not conditional.if_range_allows(if_range, entry.etag, entry.mtime):
+            return None
+        spans = conditional.parse_ranges(value, entry.size)
+        if spans == []:
+            raise RangeNotSatisfiable(entry.size)
+        return spans
+
+    def _body_response(self, entry: _File, spans: list[conditional.Span] | None) -> Response:
+        fd = -1
+        if entry.data is None:
+            fd, entry = self._open_entry(entry)
+        cleanup = (lambda: os.close(fd)) if fd >= 0 else None
+        try:
+            if spans is None:
+                body: list[bytes | FileRange] | bytes = (
+                    [FileRange(fd, 0, entry.size)] if fd >= 0 else entry.data or b"")
+                return Response(200, list(entry.headers), body, entry.size, cleanup=cleanup)
+            if len(spans) == 1:
+                first, last = spans[0]
+                headers = entry.headers + [("Content-Range", f"bytes {first}-{last}/{entry.size}")]
+                return Response(206, headers, [self._part(entry, fd, first, last)], last - first + 1,
+                                cleanup=cleanup)
+            return self._multipart(entry, fd, spans, cleanup)
+        except BaseException:
+            if cleanup:
+                cleanup()
+            raise
+
+    def _open_entry(self, entry: _File) -> tuple[int, _File]:
+        """Open a described file; if it is no longer the file described, describe what was opened."""
+        fd = _open(entry.fs_path)
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != entry.identity:
+                coding = entry.coding
+                entry = self._describe(entry.fs_path, fd, st, coding)
+                if entry.is_dir:
+                    raise NotFound()
+                self._remember(_key(entry.fs_path, coding), entry)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, entry
+
+    def _part(self, entry: _File, fd: int, first: int, last: int) -> bytes | FileRange:
+        if fd < 0:
+            assert entry.data is not None
+            return entry.data[first : last + 1]
+        return FileRange(fd, first, last - first + 1)
+
+    def _multipart(self, entry: _File, fd: int, spans: list[conditional.Span],
+                   cleanup: Callable[[], None] | None) -> Response:
+        # multipart/byteranges (RFC 9110 §14.6): each part carries its own Content-Type and
+        # Content-Range; the boundary is random so it cannot occur by chance in the content.
+        boundary = os.urandom(12).hex()
+        parts: list[bytes | FileRange] = []
+        length = 0
+        for i, (first, last) in enumerate(spans):
+            head = (f"{'' if i == 0 else chr(13) + chr(10)}--{boundary}\r\n"
+                    f"Content-Type: {entry.content_type}\r\n"
+                    f"Content-Range: bytes {first}-{last}/{entry.size}\r\n\r\n").encode("latin-1")
+            parts += [head, self._part(entry, fd, first, last)]
+            length += len(head) + last - first + 1
+        tail = f"\r\n--{boundary}--\r\n".encode("latin-1")
+        parts.append(tail)
+        length += len(tail)
+        headers = [(name, value) for name, value in entry.headers if name != "Content-Type"]
+        headers.insert(0, ("Content-Type", f"multipart/byteranges; boundary={boundary}"))
+        return Response(206, headers, parts, length, cleanup=cleanup)
+
+    # -- directories ----------------------------------------------------------------------------
+
+    def _listing(self, request: Request, target: _Target) -> Response:
+        entries = self._read_directory(target.fs_path)
+        as_json = negotiate.prefers_json(request.headers.get("accept"))
+        if as_json:
+            body = autoindex.render_json(entries)
+            content_type = "application/json; charset=utf-8"
+        else:
+            body = autoindex.render_html(target.url_path, entries, parent=target.rest != "/")
+            content_type = "text/html; charset=utf-8"
+        headers = [("Content-Type", content_type), ("Vary", "Accept")] + self.success_headers
+        return Response(200, headers, body)
+
+    def _read_directory(self, fs_path: str) -> list[autoindex.Entry]:
+        entries = []
+        try:
+            with os.scandir(fs_path) as scan:
+                for item in scan:
+                    entry = self._listed(item)
+                    if entry is not None:
+                        entries.append(entry)
+        except OSError as exc:
+            raise _os_error(exc) from None
+        return entries
+
+    def _listed(self, item: os.DirEntry[str]) -> autoindex.Entry | None:
+        """An entry as listed, or None when it is hidden, unservable or not a file or directory."""
+        name = item.name
+        if name.startswith(".") and not self.config.dotfiles:
+            return None
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return None  # not UTF-8: no request path could name it (paths.normalize)
+        try:
+            st = item.stat()  # follows symlinks
+            if item.is_symlink() and not self.config.symlinks_outside_root:
+                real = os.path.realpath(item.path)
+                if not (real + "/").startswith(self.root_real.rstrip("/") + "/"):
+                    return None
+        except OSError:
+            return None  # a dangling symlink, or gone meanwhile
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not (is_dir or stat.S_ISREG(st.st_mode)):
+            return None
+        return autoindex.Entry(name, is_dir, st.st_size, st.st_mtime)
+
+    # -- error pages ----------------------------------------------------------------------------
+
+    def _error_page(self, page: str, error: HTTPError) -> Response | None:
+        """The configured page for an error status, served with that status; None if unusable."""
+        try:
+            name = normalize("/" + page.lstrip("/")).rstrip("/")
+            entry = self._lookup(self.root + name)
+            if entry.is_dir:
+                return None
+            if entry.data is not None:
+                body: bytes | list[bytes | FileRange] = entry.data
+                cleanup = None
+            else:
+                fd, entry = self._open_entry(entry)
+                body, cleanup = [FileRange(fd, 0, entry.size)], (lambda: os.close(fd))
+        except HTTPError:
+            return None
+        headers = list(error.headers) + [("Content-Type", entry.content_type)]
+        return Response(error.status, headers, body, entry.size, close=error.close, cleanup=cleanup)
+
+
+def _options() -> Response:
+    return Response(204, [("Allow", ALLOW)])
+
+
+def _key(fs_path: str, coding: str) -> str:
+    # A file name never contains NUL, so a sibling's key cannot collide with a file's.
+    return f"{fs_path}\0{coding}" if coding else fs_path
+
+
+def _suffix(coding: str) -> str:
+    return dict(SIBLINGS)[coding]
+
+
+def _open(fs_path: str) -> int:
+    try:
+        return os.open(fs_path, OPEN_FLAGS)
+    except OSError as exc:
+        raise _os_error(exc) from None
+
+
+def _is_file(fs_path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(fs_path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_all(fd: int, size: int) -> bytes | None:
+    """The whole content of a small file, or None if it changed size while being read."""
+    data = os.pread(fd, size + 1, 0)
+    return data if len(data) == size else None
+
+
+def _os_error(exc: OSError) -> HTTPError:
+    if exc.errno in NOT_FOUND_ERRNOS:
+        return NotFound()
+    if exc.errno in DENIED_ERRNOS:
+        return Forbidden()
+    return InternalError(f"{exc.strerror}")
