@@ -1,0 +1,146 @@
+"""The CGI header block parser (RFC 3875 §6): framing, validation and classification, no processes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from forkd.handlers.cgi_output import (
+    Document, LocalRedirect, MalformedOutput, classify, find_end, is_local, line_start, parse,
+)
+
+
+def split(output: bytes) -> tuple[bytes, bytes]:
+    end = find_end(output)
+    assert end is not None
+    return output[: end[0]], output[end[1]:]
+
+
+@pytest.mark.parametrize("output", [
+    b"Content-Type: text/plain\n\nbody",
+    b"Content-Type: text/plain\r\n\r\nbody",
+    b"Content-Type: text/plain\r\n\nbody",
+    b"Content-Type: text/plain\n\r\nbody",
+])
+def test_lf_and_crlf_line_ends(output: bytes) -> None:
+    head, body = split(output)
+    assert body == b"body"
+    assert parse(head).content_type == "text/plain"
+
+
+def test_no_end_yet() -> None:
+    assert find_end(b"Content-Type: text/plain\n") is None
+    assert find_end(b"Content-Type: text/plain\r\n\r") is None
+    assert find_end(b"") is None
+
+
+def test_incremental_search_matches_whole_search() -> None:
+    """Fed in random pieces and resumed from line_start, the end is found where a whole search finds it."""
+    output = b"Status: 200 OK\r\nX-A: 1\nContent-Type: text/html\r\n\r\n<p>body\n\n"
+    rng = random.Random(7)
+    for _ in range(200):
+        buffer = bytearray()
+        found = None
+        position = 0
+        while found is None:
+            step = rng.randint(1, 5)
+            resume = line_start(buffer, len(buffer))
+            buffer += output[position:position + step]
+            position += step
+            found = find_end(buffer, resume)
+        assert found == find_end(output)
+
+
+def test_fields_keep_order_and_case_and_drop_framing() -> None:
+    head, _ = split(
+        b"Content-Type: text/html\nX-One: 1\nSet-Cookie: a=1\nSet-Cookie: b=2\n"
+        b"Connection: keep-alive\nTransfer-Encoding: chunked\nContent-Length: 4\nServer: evil\n\n"
+    )
+    headers = parse(head)
+    assert headers.fields == [
+        ("Content-Type", "text/html"), ("X-One", "1"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
+    ]
+    assert headers.content_length == 4
+
+
+def test_status_is_not_passed_as_a_field() -> None:
+    headers = parse(b"Status: 404 Not Found\nContent-Type: text/plain\n")
+    assert headers.status == 404
+    assert [name for name, _ in headers.fields] == ["Content-Type"]
+
+
+def test_values_are_trimmed_and_folded_lines_unfolded() -> None:
+    headers = parse(b"Content-Type:   text/plain  \nX-Long: one\n  two\n\tthree\n")
+    assert headers.content_type == "text/plain"
+    assert ("X-Long", "one two three") in headers.fields
+
+
+def test_obs_text_survives() -> None:
+    headers = parse(b"Content-Type: text/plain\nX-Name: caf\xe9\n")
+    assert ("X-Name", "caf\xe9") in headers.fields
+
+
+@pytest.mark.parametrize("head", [
+    b"",  # an empty block: no CGI field at all
+    b"X-Only: 1\n",  # no Content-Type, Location or Status
+    b"hello world\n",  # output without a header block
+    b"Content-Type: text/plain\nno colon here\n",
+    b"Content Type: text/plain\n",  # a space in the name
+    b": text/plain\n",
+    b" Content-Type: text/plain\n",  # continuation with nothing to continue
+    b"Content-Type: text/plain\rSet-Cookie: x=1\n",  # bare CR: response splitting
+    b"Content-Type: text/plain\nX-A: a\rb\n",
+    b"Content-Type: text/plain\nX-A: a\x00b\n",
+    b"Content-Type: text/plain\nX-A: a\x1bb\n",
+    b"Status: 20\n",
+    b"Status: abc\n",
+    b"Status: 100 Continue\n",
+    b"Status: 600 Nope\n",
+    b"Status: \xd9\xa2\xd9\xa0\xd9\xa0\n",  # non-ASCII digits
+    b"Status: 200\nStatus: 404\n",
+    b"Content-Type: a/b\nContent-Type: c/d\n",
+    b"Location: /a\nLocation: /b\n",
+    b"Content-Type: text/plain\nContent-Length: 12x\n",
+    b"Content-Type: text/plain\nContent-Length: -1\n",
+    b"Content-Type: text/plain\nContent-Length: 1\nContent-Length: 2\n",
+])
+def test_malformed_blocks_are_502(head: bytes) -> None:
+    with pytest.raises(MalformedOutput) as error:
+        parse(head)
+    assert error.value.status == 502
+
+
+def test_classify_document_defaults_to_200() -> None:
+    outcome = classify(parse(b"Content-Type: text/plain\nContent-Length: 5\n"))
+    assert outcome == Document(200, [("Content-Type", "text/plain")], 5)
+
+
+def test_classify_status_only() -> None:
+    outcome = classify(parse(b"Status: 204 No Content\n"))
+    assert isinstance(outcome, Document) and outcome.status == 204
+
+
+@pytest.mark.parametrize("location", ["/other", "/other?x=1", "/"])
+def test_local_redirect(location: str) -> None:
+    assert classify(parse(f"Location: {location}\n".encode())) == LocalRedirect(location)
+
+
+@pytest.mark.parametrize("location", ["http://example.com/", "//example.com/x", "relative.html"])
+def test_client_redirect_is_302(location: str) -> None:
+    outcome = classify(parse(f"Location: {location}\n".encode()))
+    assert isinstance(outcome, Document)
+    assert outcome.status == 302
+    assert ("Location", location) in outcome.fields
+
+
+def test_location_with_status_is_sent_to_the_client() -> None:
+    outcome = classify(parse(b"Status: 301 Moved\nLocation: /new\nContent-Type: text/html\n"))
+    assert isinstance(outcome, Document) and outcome.status == 301
+    assert ("Location", "/new") in outcome.fields
+
+
+def test_is_local() -> None:
+    assert is_local("/a")
+    assert not is_local("//host/a")
+    assert not is_local("http://host/a")
