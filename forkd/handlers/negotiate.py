@@ -65,7 +65,7 @@ def choose_coding(accept_encoding: str | None, available: tuple[str, ...]) -> st
 
 def prefers_json(accept: str | None) -> bool:
     """True when Accept ranks application/json above text/html (the most specific range wins)."""
-    if not accept or "json" not in accept:
+    if not accept:
         return False
     q = qvalues(accept)
     json_q = _media_q(q, "application", "json")
