@@ -1,11 +1,56 @@
-"""(stub, to be replaced) The worker process: see DESIGN.md."""
+"""The worker process: after-fork set-up, the selector loop, heartbeat, graceful retirement.
+
+Theory of operation
+-------------------
+The master forks a worker and calls `run_worker`; its return value is the exit code. A worker is
+one single-threaded process with one epoll instance over:
+
+- the shared listeners, registered with EPOLLEXCLUSIVE so that a new connection wakes one worker
+  rather than all of them (several workers wait on the same listening sockets);
+- its own connections (forkd.connection.Connection: the per-connection HTTP state machine), each
+  registered for EPOLLIN, switched to EPOLLOUT only while a response waits for the socket;
+- the read end of a self-pipe given to signal.set_wakeup_fd, so a signal interrupts the wait.
+
+Signal handlers only record the signal; the loop acts on it: TERM retires gracefully (stop
+accepting, finish requests in flight, answer the next request of each kept-alive connection with
+`Connection: close`, close idle ones after a short grace, exit 0, within timeouts.graceful); INT
+and QUIT exit at once; USR1 reopens the logs; HUP is ignored (reload is the master's business).
+
+Every turn of the loop at most every TICK seconds the worker writes HEARTBEAT on its notify pipe,
+expires deadlines (header, body, keep-alive, send; see Connection), resumes accepting after a
+pause and checks that its master is still alive (a worker never outlives its master). The access
+log is flushed at the end of each turn, i.e. at once when the loop goes idle.
+
+Accepting is bounded: limits.connections per worker (when full, the oldest idle connection is
+closed first, or the newcomer gets a 503), and accept() failing with EMFILE/ENFILE frees the
+reserve descriptor to answer the newcomer 503 and pauses accepting briefly instead of spinning.
+
+A worker never dies because of what a client sent: client input can only produce an HTTPError
+(a status reply) or a dropped connection; a handler's exception becomes a 500.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import random
+import select
+import signal
 import socket
+import time
+import traceback
 from dataclasses import dataclass
 
+from setproctitle import setproctitle
+
+from forkd import SERVER_SOFTWARE
 from forkd.config import Config
+from forkd.connection import Connection
+from forkd.handlers import Handler, InternalRedirect, Router
+from forkd.handlers.paths import normalize
+from forkd.http.errors import InternalError
+from forkd.http.request import ConnectionInfo, Request
+from forkd.logs import AccessLog, ErrorLog
 from forkd.scoreboard import Slot
 
 # Bytes a worker writes on its notify pipe to the master.
@@ -15,6 +60,18 @@ WANTS_RETIREMENT = b"Q"  # worker_requests reached: start my replacement, then s
 
 EXIT_OK = 0
 EXIT_BOOT_FAILED = 3  # could not build handlers / set up: the master backs off instead of respawning at once
+
+TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout when idle)
+RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
+ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of file descriptors
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
+    b"Connection: close\r\nRetry-After: 1\r\n\r\nserver overloaded.\r\n"
+)
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
 
 
 @dataclass
@@ -28,4 +85,292 @@ class WorkerContext:
 
 def run_worker(context: WorkerContext) -> int:
     """Run in the forked child until retired; return the exit code (the master calls os._exit)."""
-    raise NotImplementedError
+    try:
+        worker = Worker(context)
+    except Exception:
+        _boot_failure(context.config, traceback.format_exc())
+        return EXIT_BOOT_FAILED
+    return worker.run()
+
+
+def _boot_failure(config: Config, text: str) -> None:
+    try:
+        ErrorLog(config.error_log, "error").error(f"worker failed to boot: {text}")
+    except Exception:
+        os.write(2, f"forkd: worker failed to boot: {text}\n".encode("utf-8", "replace"))
+
+
+class Worker:
+    """The loop of one worker process and the state shared by its connections."""
+
+    def __init__(self, context: WorkerContext) -> None:
+        config = context.config
+        self.context = context
+        self.config = config
+        self.timeouts = config.timeouts
+        self.limits = config.limits
+        self.slot = context.slot
+        self.notify_fd = context.notify_fd
+        self.parent = os.getppid()
+        self.signals: list[int] = []
+        self._install_signals()
+        setproctitle(f"forkd: worker [gen {context.generation}]")
+        self.error_log = ErrorLog(config.error_log, config.log_level)
+        self.access_log = AccessLog(config.access_log, config.log_format)
+        self.server = SERVER_SOFTWARE if config.server_tokens else "forkd"
+        self.router = Router(config)
+        self.connections: dict[int, Connection] = {}
+        self.ready: list[Connection] = []  # connections with buffered pipelined requests
+        self.retiring = False
+        self.retire_at = 0.0  # idle connections are closed from then on
+        self.give_up_at = 0.0  # timeouts.graceful after TERM
+        self.stopping = False
+        self.served = 0
+        limit = self.limits.worker_requests
+        # Up to 10% jitter so that workers started together do not all retire together.
+        self.retire_after = limit + random.randint(0, limit // 10) if limit else 0
+        self.asked_retirement = False
+        self.accept_paused_until = 0.0
+        self.reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.listeners = {sock.fileno(): sock for sock in context.listeners}
+        self.listener_info = {fd: _listener_facts(sock) for fd, sock in self.listeners.items()}
+        self.epoll = select.epoll()
+        self.epoll.register(self.wakeup_read, EPOLLIN)
+        self._listen(True)
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self.wakeup_read, self.wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wakeup_write, warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
+            signal.signal(signum, self._record_signal)
+        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
+            signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # CGI children are reaped by their handler
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+    def _record_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+
+    def _listen(self, on: bool) -> None:
+        for fd, sock in self.listeners.items():
+            if on:
+                sock.setblocking(False)
+                self.epoll.register(fd, EPOLLIN | EPOLLEXCLUSIVE)
+            else:
+                try:
+                    self.epoll.unregister(fd)
+                except OSError:
+                    pass
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._notify(READY)
+        self.error_log.debug(f"worker of generation {self.context.generation} ready")
+        next_tick = 0.0
+        connections = self.connections
+        listeners = self.listeners
+        poll = self.epoll.poll
+        access_log = self.access_log
+        while not self.stopping:
+            events = poll(0 if self.ready else TICK)
+            now = time.monotonic()
+            for fd, mask in events:
+                connection = connections.get(fd)
+                if connection is not None:
+                    if mask & EPOLLOUT:
+                        connection.on_writable(now)
+                    else:
+                        connection.on_readable(now)
+                elif fd in listeners:
+                    self._accept(listeners[fd], fd, now)
+                else:
+                    self._drain_signals(now)
+            if self.ready:
+                self._serve_ready(now)
+            if now >= next_tick:
+                next_tick = now + TICK
+                self._tick(now)
+            if access_log.buffer:
+                access_log.flush()
+        self._shutdown()
+        return EXIT_OK
+
+    def _serve_ready(self, now: float) -> None:
+        ready, self.ready = self.ready, []
+        for connection in ready:
+            connection.process(now)
+
+    def _tick(self, now: float) -> None:
+        self._notify(HEARTBEAT)
+        if os.getppid() != self.parent:
+            self.error_log.warning("master is gone; worker exits")
+            self.stopping = True
+            return
+        for connection in [c for c in self.connections.values() if c.deadline <= now]:
+            connection.on_timeout(now)
+        if self.accept_paused_until and now >= self.accept_paused_until and not self.retiring:
+            self.accept_paused_until = 0.0
+            self._listen(True)
+        if self.retiring:
+            self._retire_step(now)
+
+    def _notify(self, message: bytes) -> None:
+        try:
+            os.write(self.notify_fd, message)
+        except BlockingIOError:
+            pass  # the master is busy; the next heartbeat will do
+        except OSError:
+            self.stopping = True  # EPIPE: the master is gone
+
+    # -- signals and retirement ------------------------------------------------------------------
+
+    def _drain_signals(self, now: float) -> None:
+        try:
+            while os.read(self.wakeup_read, 512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        signals, self.signals = self.signals, []
+        for signum in signals:
+            if signum == signal.SIGTERM:
+                self._begin_retirement(now)
+            elif signum in (signal.SIGINT, signal.SIGQUIT):
+                self.stopping = True
+            elif signum == signal.SIGUSR1:
+                self.access_log.reopen()
+                self.error_log.reopen()
+                self.error_log.info("worker reopened its logs")
+
+    def _begin_retirement(self, now: float) -> None:
+        if self.retiring:
+            return
+        self.retiring = True
+        self.retire_at = now + min(RETIRE_GRACE, self.timeouts.graceful)
+        self.give_up_at = now + self.timeouts.graceful
+        self._listen(False)
+        self.accept_paused_until = 0.0
+        self.error_log.debug("worker retiring")
+
+    def _retire_step(self, now: float) -> None:
+        if now >= self.retire_at:
+            for connection in [c for c in self.connections.values() if c.idle]:
+                connection.close()
+        if not self.connections or now >= self.give_up_at:
+            self.stopping = True
+
+    def _shutdown(self) -> None:
+        for connection in list(self.connections.values()):
+            connection.abort("worker stopping")
+        self.access_log.flush()
+        self.epoll.close()
+
+    # -- accepting -------------------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket, fd: int, now: float) -> None:
+        try:
+            sock, address = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self._out_of_descriptors(listener, now)
+            elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                self.error_log.error(f"accept failed: {exc}")
+            return
+        sock.setblocking(False)
+        family, server_addr, server_port = self.listener_info[fd]
+        if family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if server_addr in ("0.0.0.0", "::"):
+                server_addr, server_port = sock.getsockname()[:2]
+            info = ConnectionInfo(address[0], address[1], server_addr, server_port)
+        else:
+            info = ConnectionInfo("", 0, "", 0)
+        if len(self.connections) >= self.limits.connections and not self._close_oldest_idle():
+            _refuse(sock)
+            return
+        connection = Connection(self, sock, info, now)
+        self.connections[connection.fd] = connection
+        self.epoll.register(connection.fd, EPOLLIN)
+
+    def _close_oldest_idle(self) -> bool:
+        """Close the idle connection waiting longest (the one whose keep-alive ends first)."""
+        idle = [c for c in self.connections.values() if c.idle]
+        if not idle:
+            return False
+        min(idle, key=lambda c: c.deadline).close()
+        return True
+
+    def _out_of_descriptors(self, listener: socket.socket, now: float) -> None:
+        """EMFILE/ENFILE: answer the newcomer 503 using the reserve fd, then pause accepting."""
+        self._close_oldest_idle()
+        if self.reserve_fd >= 0:
+            os.close(self.reserve_fd)
+            self.reserve_fd = -1
+            try:
+                sock, _ = listener.accept()
+                _refuse(sock)
+            except OSError:
+                pass
+            try:
+                self.reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+        if not self.accept_paused_until:
+            self.error_log.warning("out of file descriptors: pausing accept")
+            self.accept_paused_until = now + ACCEPT_PAUSE
+            self._listen(False)
+
+    # -- services for connections ----------------------------------------------------------------
+
+    def forget(self, connection: Connection) -> None:
+        if self.connections.pop(connection.fd, None) is not None:
+            try:
+                self.epoll.unregister(connection.fd)
+            except OSError:
+                pass
+
+    def route(self, request: Request) -> Handler:
+        """The handler for a request; routes match the normalised path, as handlers see it."""
+        return self.router.match(normalize(request.path))[1]
+
+    def redirected(self, request: Request, redirect: InternalRedirect) -> Request:
+        """The GET request an InternalRedirect asks for (RFC 3875 §6.2.2): no body, same client."""
+        target = redirect.target
+        headers = {k: v for k, v in request.headers.items()
+                   if k not in ("content-length", "transfer-encoding", "content-type")}
+        path, _, query = target.partition("?")
+        new = Request("GET", target, path, query, request.version, headers, request.host,
+                      request.keep_alive)
+        new.conn = request.conn
+        new.request_line = request.request_line
+        new.extra = dict(redirect.extra)
+        if not path.startswith("/"):
+            raise InternalError("internal redirect to a non-local target")
+        return new
+
+    def request_done(self) -> None:
+        self.served += 1
+        if self.retire_after and self.served >= self.retire_after and not self.asked_retirement:
+            self.asked_retirement = True
+            self._notify(WANTS_RETIREMENT)
+
+
+def _listener_facts(sock: socket.socket) -> tuple[int, str, int]:
+    if sock.family == socket.AF_UNIX:
+        return socket.AF_UNIX, "", 0
+    address = sock.getsockname()
+    return sock.family, address[0], address[1]
+
+
+def _refuse(sock: socket.socket) -> None:
+    """503 to a connection we cannot keep, best effort, without blocking."""
+    try:
+        sock.setblocking(False)
+        sock.send(REFUSAL)
+    except OSError:
+        pass
+    sock.close()

@@ -13,7 +13,10 @@ strips the body of HEAD responses, and calls `cleanup` once the response is sent
 
 from __future__ import annotations
 
+import html as _html
+import time as _time
 from dataclasses import dataclass, field
+from http import HTTPStatus as _HTTPStatus
 from typing import Callable, Iterator
 
 
@@ -38,3 +41,93 @@ class Response:
     close: bool = False  # close the connection after this response
     raw: bool = False  # nph CGI: the iterator yields the whole response, status line included
     cleanup: Callable[[], None] | None = None  # release files / processes; called exactly once
+
+
+# -- Serialisation (the worker's side of the contract above) --------------------------------------
+#
+# A response head is built as one str and encoded once: the status line (the reason phrase from
+# RFC 9110 §15), Date (cached per second, RFC 9110 §6.6.1), Server, the handler's headers, then the
+# framing headers the worker chose (RFC 9112 §6.3), then Connection. Handler headers are checked for
+# CR/LF (response splitting) in one pass over the joined text, not per character.
+
+REASONS: dict[int, str] = {status.value: status.phrase for status in _HTTPStatus}
+REASONS.update({  # the RFC 9110 names where the stdlib still uses older ones
+    413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+})
+
+# Framing fields only the worker may set; a handler's copy is dropped (its length could lie).
+FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+
+# Statuses whose responses never carry content (RFC 9110 §6.4.1, §15.3.5, §15.4.5).
+NO_CONTENT = frozenset({100, 101, 102, 103, 204, 304})
+
+_date_second = -1
+_date_text = ""
+
+
+def http_date() -> str:
+    """IMF-fixdate of the current second (RFC 9110 §5.6.7), formatted once per second."""
+    global _date_second, _date_text
+    now = int(_time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_text = _time.strftime("%a, %d %b %Y %H:%M:%S GMT", _time.gmtime(now))
+    return _date_text
+
+
+def reason_phrase(status: int) -> str:
+    return REASONS.get(status, "Unknown")
+
+
+class UnsafeHeader(ValueError):
+    """A handler produced a header that would split the response (CR/LF, bad name)."""
+
+
+def render_head(status: int, headers: list[tuple[str, str]], server: str, framing: str,
+                keep_alive: bool, http10: bool) -> bytes:
+    """The complete response head, blank line included.
+
+    framing is the already-formatted framing line(s) ("Content-Length: 12\\r\\n",
+    "Transfer-Encoding: chunked\\r\\n" or ""); keep_alive False adds Connection: close, and an
+    HTTP/1.0 client that asked for keep-alive is told it got it (RFC 9112 §9.3).
+    """
+    if keep_alive:
+        connection = "Connection: keep-alive\r\n" if http10 else ""
+    else:
+        connection = "Connection: close\r\n"
+    if headers:
+        fields = _render_fields(headers)
+    else:
+        fields = ""
+    return (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nDate: {http_date()}\r\n"
+        f"Server: {server}\r\n{fields}{framing}{connection}\r\n"
+    ).encode("latin-1")
+
+
+def _render_fields(headers: list[tuple[str, str]]) -> str:
+    lines = []
+    for name, value in headers:
+        if name.lower() in FRAMING_FIELDS:
+            continue
+        lines.append(f"{name}: {value}\r\n")
+    text = "".join(lines)
+    # Every line must contain exactly one CRLF (its own) and no other CR or LF; names must not be
+    # empty or contain the separator. One count over the whole text checks them all.
+    if text.count("\r") != len(lines) or text.count("\n") != len(lines):
+        raise UnsafeHeader("CR or LF inside a response header")
+    for name, _ in headers:
+        if not name or ":" in name or " " in name:
+            raise UnsafeHeader(f"invalid response header name {name!r}")
+    return text
+
+
+def error_body(status: int, detail: str = "") -> bytes:
+    """A small HTML page for an error status; the detail is escaped and never a traceback."""
+    title = f"{status} {REASONS.get(status, 'Error')}"
+    text = f"<p>{_html.escape(detail)}</p>\n" if detail else ""
+    return (
+        "<!DOCTYPE html>\n<html><head><title>" + title + "</title></head>\n"
+        "<body><h1>" + title + "</h1>\n" + text + "<hr><address>forkd</address></body></html>\n"
+    ).encode("utf-8")

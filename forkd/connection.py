@@ -1,0 +1,597 @@
+"""One client connection inside a worker: the HTTP/1.1 state machine between the selector and handlers.
+
+Theory of operation
+-------------------
+A Connection owns one accepted, non-blocking socket and moves through these states:
+
+    HEAD ──head complete──▶ (prepare) ──body?──▶ BODY ──body complete──▶ (handle) ──▶ WRITE
+      ▲                                                                                │
+      └──────────────── response written, keep-alive ◀────────────────────────────────┘
+                                       │ not keep-alive / error with close
+                                       ▼
+                              LINGER (write side shut, input drained briefly) ──▶ closed
+
+- HEAD: bytes are appended to `buffer` until forkd.http.parser.find_head sees the blank line. An idle
+  kept-alive connection is HEAD with an empty buffer (deadline: timeouts.keepalive); from the first
+  byte of a request the deadline is timeouts.header (then 408 and close).
+- BODY: the handler's prepare() accepted the request; body bytes are fed to a LengthReader or
+  ChunkedDecoder and stored in memory (small) or a spooled temporary file, bounded by limits.body
+  (413) and timeouts.body (408). Only a complete body reaches handle(). `100 Continue` is sent
+  only here, i.e. once prepare() accepted and the body will really be read (RFC 9110 §10.1.1).
+- WRITE: the response did not fit into the socket at once; the rest (bytes, file ranges sent with
+  os.sendfile, or an iterator pulled only when the socket can take more) goes out on EPOLLOUT.
+  The deadline is timeouts.send, renewed whenever the client takes some bytes.
+- LINGER: after a response that ends the connection while the client may still be sending (an
+  error before its body was read, pipelined requests after Connection: close), the write side is
+  shut and input is read and discarded briefly, so the kernel does not answer the unread bytes with
+  a reset that would destroy the response in flight (RFC 9112 §9.6).
+
+The common case stays cheap: a request that arrives in one segment and whose response fits the
+socket buffer costs one recv and one send (or send + sendfile), and no epoll_ctl at all, because a
+connection is registered for EPOLLIN once and switched to EPOLLOUT only when a write would block.
+
+Everything a client can send ends as a reply or a closed connection, never as an exception out of
+this module: HTTPError subclasses become their status, anything else raised by a handler becomes a
+500 whose traceback goes to the error log only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import socket
+import tempfile
+import time
+import traceback
+from collections import deque
+from typing import TYPE_CHECKING, Any, Iterator
+
+from forkd.handlers import Handler, InternalRedirect
+from forkd.http.body import ChunkedDecoder, LengthReader
+from forkd.http.errors import HTTPError, InternalError, RequestTimeout
+from forkd.http.parser import find_head, parse_head, skip_empty_lines
+from forkd.http.request import ConnectionInfo, Request
+from forkd.http.response import (
+    NO_CONTENT,
+    FileRange,
+    Response,
+    UnsafeHeader,
+    error_body,
+    render_head,
+)
+
+if TYPE_CHECKING:
+    from forkd.worker import Worker
+
+HEAD, BODY, WRITE, LINGER, CLOSED = range(5)
+
+RECV_SIZE = 65536
+INLINE_FILE = 16384  # file ranges up to this size are read and sent with the head in one send
+COALESCE = 65536  # bytes bodies up to this size go out in the same send as the head
+MEMORY_BODY = 65536  # request bodies up to this size stay in memory; larger ones spool to disk
+LINGER_SECONDS = 2.0
+MAX_REDIRECTS = 10
+PIPELINE_BURST = 16  # requests served from one buffer before other connections get a turn
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+OPTIONS_ALLOW = "GET, HEAD, POST, OPTIONS"
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+
+
+class ClientGone(Exception):
+    """The peer reset or closed the connection while we were writing."""
+
+
+class Connection:
+    __slots__ = (
+        "worker", "sock", "fd", "info", "remote", "buffer", "state", "deadline", "out",
+        "request", "handler", "reader", "body_file", "body_pending", "response", "keep",
+        "status", "head_length", "written", "started", "slot_line",
+    )
+
+    def __init__(self, worker: Worker, sock: socket.socket, info: ConnectionInfo, now: float) -> None:
+        self.worker = worker
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.info = info
+        self.remote = info.remote_addr
+        self.buffer = bytearray()
+        self.state = HEAD
+        # Nothing received yet: a connection that sends nothing is closed after timeouts.header.
+        self.deadline = now + worker.timeouts.header
+        self.out: deque[Any] = deque()
+        self._reset_request()
+
+    def _reset_request(self) -> None:
+        self.request: Request | None = None
+        self.handler: Handler | None = None
+        self.reader: LengthReader | ChunkedDecoder | None = None
+        self.body_file: Any = None
+        self.body_pending = False
+        self.response: Response | None = None
+        self.keep = False
+        self.status = 0
+        self.head_length = 0
+        self.written = 0
+        self.started = 0.0
+        self.slot_line = b""
+
+    # -- events from the selector ----------------------------------------------------------------
+
+    def on_readable(self, now: float) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.abort("connection reset while reading")
+            return
+        if not data:
+            self._peer_closed()
+            return
+        state = self.state
+        if state == LINGER:
+            return  # discarded: we only wait for the peer's FIN
+        if state == HEAD and not self.buffer:
+            self.deadline = now + self.worker.timeouts.header  # the first byte of a request
+        self.buffer += data
+        if state == HEAD or state == BODY:
+            self.process(now)
+
+    def on_writable(self, now: float) -> None:
+        if self.state == WRITE:
+            self._write(now)
+            if self.state == HEAD and self.buffer:
+                self.process(now)  # pipelined requests that arrived while we were writing
+        else:
+            self.on_readable(now)
+
+    def on_timeout(self, now: float) -> None:
+        state = self.state
+        if state == HEAD and not self.buffer:
+            self.close()  # idle keep-alive (or silent new) connection: no reply owed
+        elif state == HEAD or state == BODY:
+            self.fail(RequestTimeout("request not received in time"), now)
+        elif state == WRITE:
+            self.abort("client did not read the response in time")
+        else:
+            self.close()
+
+    def _peer_closed(self) -> None:
+        if self.state == HEAD and not self.buffer or self.state == LINGER:
+            self.close()
+        else:
+            self.abort("client closed the connection mid-request")
+
+    # -- reading requests ------------------------------------------------------------------------
+
+    def process(self, now: float) -> None:
+        """Serve what the buffer holds: heads, bodies, pipelined requests."""
+        for _ in range(PIPELINE_BURST):
+            state = self.state
+            if state == HEAD:
+                if not self._read_head(now):
+                    return
+            elif state == BODY:
+                if not self._read_body(now):
+                    return
+            else:
+                return
+        if self.state == HEAD and self.buffer:
+            self.worker.ready.append(self)  # more pipelined requests: after the others' turn
+
+    def _read_head(self, now: float) -> bool:
+        buffer = self.buffer
+        if not buffer:
+            return False
+        if buffer[0] == 13:
+            skip_empty_lines(buffer)
+            if not buffer:
+                return False
+        try:
+            end = find_head(buffer, self.worker.limits)
+            if end < 0:
+                return False
+            head = bytes(buffer[:end])
+            del buffer[:end]
+            self.slot_line = head[: head.find(b"\r\n")]
+            request = parse_head(head, self.worker.limits)
+        except HTTPError as error:
+            self.fail(error, now)
+            return False
+        self._begin(request, now)
+        return True
+
+    def _begin(self, request: Request, now: float) -> None:
+        worker = self.worker
+        self.request = request
+        self.started = now
+        request.conn = self.info
+        worker.slot.busy(self.slot_line)
+        try:
+            if request.path == "*":
+                self.respond(Response(200, [("Allow", OPTIONS_ALLOW)]), now)  # RFC 9110 §9.3.7
+                return
+            handler = worker.route(request)
+            handler.prepare(request)
+        except HTTPError as error:
+            self.fail(error, now)
+            return
+        except Exception:
+            worker.error_log.error(f"handler prepare failed: {traceback.format_exc()}")
+            self.fail(InternalError(), now)
+            return
+        if not request.has_body:
+            self._dispatch(handler, now)
+            return
+        self.handler = handler
+        self.body_pending = True
+        if request.chunked:
+            self.reader = ChunkedDecoder(worker.limits.body)
+            self.body_file = tempfile.SpooledTemporaryFile(MEMORY_BODY)
+        else:
+            length = request.content_length or 0
+            self.reader = LengthReader(length)
+            self.body_file = io.BytesIO() if length <= MEMORY_BODY else tempfile.TemporaryFile()
+        self.state = BODY
+        self.deadline = now + worker.timeouts.body
+        if request.expect_continue and not self.buffer:
+            self._send_continue()
+
+    def _send_continue(self) -> None:
+        try:
+            sent = self.sock.send(CONTINUE)
+        except OSError:
+            sent = 0
+        if sent != len(CONTINUE):
+            # A fresh socket buffer always takes 25 bytes; if not, the peer is gone or hostile.
+            self.abort("could not send 100 Continue")
+
+    def _read_body(self, now: float) -> bool:
+        reader = self.reader
+        assert reader is not None and self.request is not None
+        if self.buffer:
+            data = self.buffer
+            self.buffer = bytearray()
+            try:
+                payload = reader.feed(data)
+            except HTTPError as error:
+                self.fail(error, now)
+                return False
+            if payload:
+                self.body_file.write(payload)
+            if reader.done and reader.rest:
+                self.buffer = bytearray(reader.rest)
+        if not reader.done:
+            return False
+        self.body_pending = False
+        body = self.body_file
+        self.request.body_length = body.tell()
+        body.seek(0)
+        self.request.body = body
+        handler = self.handler
+        assert handler is not None
+        self._dispatch(handler, now)
+        return True
+
+    # -- handling --------------------------------------------------------------------------------
+
+    def _dispatch(self, handler: Handler, now: float) -> None:
+        request = self.request
+        assert request is not None
+        try:
+            response = self._handle(handler, request)
+        except HTTPError as error:
+            response = self._error_response(error)
+        except Exception:
+            self.worker.error_log.error(
+                f"handler failed on {request.request_line!r}: {traceback.format_exc()}"
+            )
+            response = self._error_response(InternalError())
+        self.respond(response, now)
+
+    def _handle(self, handler: Handler, request: Request) -> Response:
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = handler.handle(request)
+            except InternalRedirect as redirect:
+                request = self.worker.redirected(request, redirect)
+                handler = self.worker.route(request)
+                handler.prepare(request)
+                continue
+            if not isinstance(response, Response):
+                raise TypeError(f"handler returned {type(response).__name__}, not a Response")
+            return response
+        raise InternalError("too many internal redirects")
+
+    def fail(self, error: HTTPError, now: float) -> None:
+        """Answer with an error's status; the connection closes if the error says so."""
+        if self.state == WRITE:
+            self.abort(f"error after the response started: {error}")
+            return
+        self.respond(self._error_response(error), now)
+
+    def _error_response(self, error: HTTPError) -> Response:
+        # 4xx details are our own short texts (escaped anyway); 5xx details may hold internals.
+        detail = error.detail if error.status < 500 else ""
+        headers = [("Content-Type", "text/html; charset=utf-8"), *error.headers]
+        return Response(error.status, headers, error_body(error.status, detail), close=error.close)
+
+    # -- writing responses -----------------------------------------------------------------------
+
+    def respond(self, response: Response, now: float) -> None:
+        """Frame the response, queue it and write as much as the socket takes now."""
+        worker = self.worker
+        request = self.request
+        self.response = response
+        self.status = response.status
+        keep = (
+            request is not None and request.keep_alive and not response.close
+            and not self.body_pending and not worker.retiring
+        )
+        if response.raw:
+            self.keep = False
+            self.out.append(_Pull(response.body, RAW, 0))  # type: ignore[arg-type]
+            self._write(now)
+            return
+        http10 = request is not None and request.version == "HTTP/1.0"
+        head_only = request is not None and request.method == "HEAD"
+        status = response.status
+        body = response.body
+        kind = type(body)
+        if status in NO_CONTENT:
+            framing, mode, length = "", NONE, 0
+        elif kind is bytes:
+            length = len(body)  # type: ignore[arg-type]
+            framing, mode = f"Content-Length: {length}\r\n", BYTES
+        elif kind is list:
+            length = response.length if response.length is not None else _parts_length(body)
+            framing, mode = f"Content-Length: {length}\r\n", PARTS
+        elif response.length is not None:
+            length = response.length
+            framing, mode = f"Content-Length: {length}\r\n", LENGTH
+        elif http10:
+            framing, mode, length, keep = "", CLOSE, 0, False  # close-delimited (RFC 9112 §6.3)
+        else:
+            framing, mode, length = "Transfer-Encoding: chunked\r\n", CHUNKED, 0
+        self.keep = keep
+        try:
+            head = render_head(status, response.headers, worker.server, framing, keep, http10)
+        except (UnsafeHeader, UnicodeEncodeError) as exc:
+            worker.error_log.error(f"handler produced an invalid header: {exc}")
+            self._release_response()
+            self.respond(self._error_response(InternalError()), now)
+            return
+        self.head_length = len(head)
+        if head_only or mode == NONE:
+            self.out.append(head)
+        elif mode == BYTES:
+            if length <= COALESCE:
+                self.out.append(head + body)  # type: ignore[operator]
+            else:
+                self.out.append(head)
+                self.out.append(body)
+        elif mode == PARTS:
+            self._queue_parts(head, body)  # type: ignore[arg-type]
+        else:
+            self.out.append(head)
+            self.out.append(_Pull(body, mode, length))  # type: ignore[arg-type]
+        self._write(now)
+
+    def _queue_parts(self, head: bytes, parts: list[bytes | FileRange]) -> None:
+        """Queue head and parts; small file ranges are read now so everything leaves in one send."""
+        out = self.out
+        pending = [head]
+        for part in parts:
+            if type(part) is bytes:
+                pending.append(part)
+            elif part.count <= INLINE_FILE:  # type: ignore[union-attr]
+                data = os.pread(part.fd, part.count, part.offset)  # type: ignore[union-attr]
+                pending.append(data)
+                if len(data) != part.count:  # type: ignore[union-attr]
+                    break  # the file shrank: send what there is; the short body closes the conn
+            else:
+                out.append(b"".join(pending))
+                pending = []
+                out.append([part.fd, part.offset, part.count])  # type: ignore[union-attr]
+        if pending:
+            out.append(b"".join(pending))
+
+    def _write(self, now: float) -> None:
+        try:
+            done = self._flush(now)
+        except ClientGone as gone:
+            self.abort(str(gone))
+            return
+        except Exception:
+            self.worker.error_log.error(f"response body failed: {traceback.format_exc()}")
+            self.abort("response body failed")
+            return
+        if done:
+            self._finish(now)
+        elif self.state != WRITE:
+            self.state = WRITE
+            self.deadline = now + self.worker.timeouts.send
+            self.worker.epoll.modify(self.fd, EPOLLOUT)
+
+    def _flush(self, now: float) -> bool:
+        """Write queued items until done (True) or the socket is full (False)."""
+        out = self.out
+        sock = self.sock
+        written = self.written
+        try:
+            while out:
+                item = out[0]
+                kind = type(item)
+                if kind is bytes or kind is memoryview:
+                    flags = socket.MSG_MORE if len(out) > 1 and type(out[1]) is list else 0
+                    sent = sock.send(item, flags)
+                    written += sent
+                    if sent == len(item):
+                        out.popleft()
+                    else:
+                        out[0] = memoryview(item)[sent:]
+                        break
+                elif kind is list:  # [fd, offset, count] of a file range
+                    sent = os.sendfile(self.fd, item[0], item[1], item[2])
+                    if sent == 0:
+                        raise ClientGone("file shrank while being sent")
+                    written += sent
+                    item[1] += sent
+                    item[2] -= sent
+                    if not item[2]:
+                        out.popleft()
+                else:
+                    chunk = item.pull()
+                    if chunk is None:
+                        out.popleft()
+                        if item.short:
+                            self.keep = False
+                    elif chunk:
+                        out.appendleft(chunk)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            raise ClientGone(f"write failed: {exc.strerror}") from None
+        if written != self.written:
+            self.written = written
+            self.deadline = now + self.worker.timeouts.send
+        return not out
+
+    def _finish(self, now: float) -> None:
+        worker = self.worker
+        request = self.request
+        keep = self.keep
+        worker.access_log.record(
+            request, self.remote, self.status, max(self.written - self.head_length, 0),
+            time.monotonic() - self.started if self.started else 0.0, _line(self.slot_line),
+        )
+        # After an error before a request was parsed or its body read, the client may still be
+        # sending: linger so that a reset does not destroy the reply.
+        linger = request is None or self.body_pending or bool(self.buffer)
+        self._cleanup()
+        if request is not None:
+            worker.request_done()
+        if self.state == WRITE:
+            worker.epoll.modify(self.fd, EPOLLIN)
+        if not keep:
+            self._end(now, linger)
+            return
+        self.state = HEAD
+        self.deadline = now + (worker.timeouts.header if self.buffer else worker.timeouts.keepalive)
+
+    def _release_response(self) -> None:
+        """Call the handler's cleanup, exactly once per response."""
+        response = self.response
+        if response is not None and response.cleanup is not None:
+            cleanup, response.cleanup = response.cleanup, None
+            try:
+                cleanup()
+            except Exception:
+                self.worker.error_log.error(f"response cleanup failed: {traceback.format_exc()}")
+
+    def _cleanup(self) -> None:
+        """Release what the request held: the response, the body file, the scoreboard slot."""
+        self._release_response()
+        if self.body_file is not None:
+            self.body_file.close()
+        if self.request is not None:
+            self.worker.slot.idle()
+        self.out.clear()
+        self._reset_request()
+
+    # -- ending ----------------------------------------------------------------------------------
+
+    def _end(self, now: float, linger: bool) -> None:
+        """Close after a final response; linger when the client may still be sending."""
+        if not linger:
+            self.close()
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.buffer = bytearray()
+        self.state = LINGER
+        self.deadline = now + LINGER_SECONDS
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection mid-request (client gone, send timeout, broken body iterator)."""
+        if self.request is not None or self.response is not None:
+            self.worker.error_log.debug(f"{self.remote or 'unix'}: {reason}")
+            if self.request is not None:
+                self.worker.access_log.record(
+                    self.request, self.remote, self.status or 499,
+                    max(self.written - self.head_length, 0), 0.0, _line(self.slot_line),
+                )
+        self._cleanup()
+        self.close()
+
+    def close(self) -> None:
+        if self.state == CLOSED:
+            return
+        if self.request is not None or self.response is not None:
+            self._cleanup()
+        self.state = CLOSED
+        self.worker.forget(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    @property
+    def idle(self) -> bool:
+        return self.state == HEAD and not self.buffer and self.request is None
+
+
+# Body modes of a response.
+NONE, BYTES, PARTS, LENGTH, CHUNKED, CLOSE, RAW = range(7)
+
+
+class _Pull:
+    """An iterator body, framed as it is pulled: chunked, length-checked, close-delimited or raw."""
+
+    __slots__ = ("iterator", "mode", "remaining", "finished", "short")
+
+    def __init__(self, iterator: Iterator[bytes], mode: int, length: int) -> None:
+        self.iterator = iter(iterator)
+        self.mode = mode
+        self.remaining = length
+        self.finished = False
+        self.short = False  # the body ended before its declared length: the framing is broken
+
+    def pull(self) -> bytes | None:
+        """The next bytes to send ("" to try again), or None when the body is complete."""
+        if self.finished:
+            return None
+        try:
+            chunk = next(self.iterator)
+        except StopIteration:
+            self.finished = True
+            if self.mode == CHUNKED:
+                return b"0\r\n\r\n"  # last-chunk and an empty trailer section (RFC 9112 §7.1)
+            if self.mode == LENGTH and self.remaining:
+                self.short = True
+            return None
+        if not chunk:
+            return b""
+        mode = self.mode
+        if mode == CHUNKED:
+            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        if mode == LENGTH:
+            if len(chunk) >= self.remaining:
+                chunk = chunk[: self.remaining]
+                self.finished = True  # a longer body than declared is cut at the declared length
+            self.remaining -= len(chunk)
+        return chunk
+
+
+def _parts_length(parts: list[bytes | FileRange]) -> int:
+    return sum(len(part) if type(part) is bytes else part.count for part in parts)  # type: ignore
+
+
+def _line(raw: bytes) -> str:
+    return raw.decode("latin-1") if raw else "-"
