@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import grp
 import os
+import pwd
+import shutil
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -136,30 +140,48 @@ def load(path: str | os.PathLike[str]) -> Config:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{path}: YAML syntax error{where}: {problem}"]) from None
-    if data is None:
-        data = {}
-    builder = _Builder(path.parent)
-    config = builder.build(Config, data, "")
-    if builder.problems:
-        raise ConfigError(builder.problems)
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    config = _build(_parse(text, str(path)), path.parent)
     return dataclasses.replace(config, source=path)
 
 
 def loads(text: str, base: Path) -> Config:
     """Validate YAML text whose relative paths resolve against base (for tests and tools)."""
-    data = yaml.safe_load(text) or {}
+    return _build(_parse(text, "<text>"), base)
+
+
+def _parse(text: str, name: str) -> Any:
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{name}: YAML syntax error{where}: {problem}"]) from None
+    return {} if data is None else data
+
+
+def _build(data: Any, base: Path) -> Config:
     builder = _Builder(base)
     config = builder.build(Config, data, "")
     if builder.problems:
         raise ConfigError(builder.problems)
     return config
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, collections.abc.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
 
 
 class _Builder:
@@ -318,10 +340,34 @@ class _Builder:
             if not isinstance(ext, str) or not ext.startswith("."):
                 self.fail(where, "extension must be a string starting with '.'")
                 continue
+            if isinstance(program, str) and program and "/" not in program:
+                found = shutil.which(program)  # "python3": looked up in PATH, like a shell would
+                if found is None:
+                    self.fail(where, f"no program named {program!r} in PATH")
+                    continue
+                program = found
             exe = self.path(program, where, "exe")
             if exe is not None:
                 out[ext] = str(exe)
         return types.MappingProxyType(out)
+
+    def _field_Config_access_log(self, data: Any, path: str) -> str | None:
+        return self.log_target(data, path)
+
+    def _field_Config_error_log(self, data: Any, path: str) -> str | None:
+        return self.log_target(data, path)
+
+    def log_target(self, data: Any, path: str) -> str | None:
+        if data is None or data == "-":
+            return data
+        resolved = self.path(data, path, "any")
+        if resolved is None:
+            return None
+        if not resolved.parent.is_dir():
+            self.fail(path, f"no such directory: {resolved.parent}")
+        elif resolved.is_dir():
+            self.fail(path, f"is a directory: {resolved}")
+        return str(resolved)
 
     def _field_Route_prefix(self, data: Any, path: str) -> str:
         if not isinstance(data, str) or not data.startswith("/"):
@@ -337,11 +383,53 @@ class _Builder:
     def _check_Config(self, values: dict[str, Any], path: str) -> None:
         if "routes" not in values or not values["routes"]:
             self.fail("routes", "at least one route is required")
-        if values.get("group") and not values.get("user"):
-            pass  # a group alone is allowed: the master keeps its user
         limits = values.get("limits")
         if isinstance(limits, Limits) and limits.request_line > limits.header_bytes:
             self.fail("limits.request_line", "must not exceed limits.header_bytes")
+        self._check_accounts(values)
+        self._check_listen(values.get("listen") or ())
+        self._check_routes(values.get("routes") or ())
+        pidfile = values.get("pidfile")
+        if isinstance(pidfile, Path) and not pidfile.parent.is_dir():
+            self.fail("pidfile", f"no such directory: {pidfile.parent}")
+
+    def _check_accounts(self, values: dict[str, Any]) -> None:
+        user, group = values.get("user"), values.get("group")
+        if isinstance(user, str):
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                self.fail("user", f"no such user: {user}")
+        if isinstance(group, str):
+            try:
+                grp.getgrnam(group)
+            except KeyError:
+                self.fail("group", f"no such group: {group}")
+
+    def _check_listen(self, addresses: tuple[ListenAddress, ...]) -> None:
+        seen: dict[str, int] = {}
+        for i, address in enumerate(addresses):
+            key = str(address)
+            if key in seen and address.port != 0:
+                self.fail(f"listen[{i}]", f"{key} is already listed as listen[{seen[key]}]")
+            seen.setdefault(key, i)
+            if address.family == "unix" and not os.path.isdir(os.path.dirname(address.path)):
+                self.fail(f"listen[{i}]", f"no such directory: {os.path.dirname(address.path)}")
+
+    def _check_routes(self, routes: tuple[Route | None, ...]) -> None:
+        seen: dict[str, int] = {}
+        catch_all: int | None = None
+        for i, route in enumerate(routes):
+            if route is None:
+                continue
+            key = route.prefix.rstrip("/") or "/"
+            if catch_all is not None:
+                self.fail(f"routes[{i}]", f"unreachable: routes[{catch_all}] (prefix /) matches first")
+            elif key in seen:
+                self.fail(f"routes[{i}].prefix", f"{route.prefix} is already routes[{seen[key]}].prefix")
+            seen.setdefault(key, i)
+            if key == "/" and catch_all is None:
+                catch_all = i
 
 
 def parse_listen(text: Any) -> ListenAddress | str:

@@ -1,0 +1,159 @@
+"""The command line: parse flags, load the config, hand off to the master or signal a running one.
+
+    forkd -c FILE                      run in the foreground (what systemd expects)
+    forkd -c FILE -t | --check         validate FILE and exit 0 (ok) or 1 (one line per problem)
+    forkd -c FILE -s reload            reload the running master and wait for the outcome
+    forkd -c FILE -s stop | quit       graceful (TERM) or fast (QUIT) stop; waits for the exit
+    forkd -c FILE -s reopen            reopen the log files (USR1)
+    forkd --version
+
+The running master is found through the config's `pidfile`. `-s reload` is synchronous: it reads the
+reload status file beside the pidfile, sends SIGHUP and waits until a reload that began after the
+signal has ended, then exits 0 (the new generation serves) or 1 (printing why it was rejected). The
+protocol and why it cannot confuse concurrent reloads are described in forkd/pidfile.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import yaml
+
+from forkd import __version__, pidfile
+from forkd.config import ConfigError, load
+from forkd.logs import ErrorLog
+
+ACTIONS = {"reload": signal.SIGHUP, "stop": signal.SIGTERM, "quit": signal.SIGQUIT,
+           "reopen": signal.SIGUSR1}
+RELOAD_WAIT = 45.0  # seconds: above the master's boot timeout for a new generation
+POLL = 0.02
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_file", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False), help="The YAML configuration file.")
+@click.option("-t", "--check", is_flag=True, help="Validate the configuration and exit.")
+@click.option("-s", "--signal", "action", type=click.Choice(list(ACTIONS)),
+              help="Signal the running master: reload (and wait), stop, quit or reopen.")
+@click.version_option(__version__, "--version", prog_name="forkd", message="%(prog)s %(version)s")
+def main(config_file: str, check: bool, action: str | None) -> None:
+    """forkd: a prefork HTTP/1.1 server for static files and CGI."""
+    if check and action:
+        raise click.UsageError("--check and -s do not go together")
+    if check:
+        sys.exit(check_config(config_file))
+    if action:
+        sys.exit(signal_master(config_file, action))
+    sys.exit(serve(config_file))
+
+
+def check_config(config_file: str) -> int:
+    try:
+        load(config_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        return 1
+    click.echo(f"forkd: configuration {config_file} is ok")
+    return 0
+
+
+def serve(config_file: str) -> int:
+    from forkd import master  # the master pulls in fork/worker machinery only a server needs
+
+    try:
+        config = load(config_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        return 1
+    try:
+        log = ErrorLog(config.error_log, config.log_level)
+    except OSError as exc:
+        return fail(f"cannot open error_log {config.error_log}: {exc.strerror}")
+    try:
+        return master.run(config, log)
+    except master.StartupError as exc:
+        log.error(f"cannot start: {exc}")
+        if config.error_log != "-":
+            click.echo(f"forkd: cannot start: {exc}", err=True)
+        return 1
+
+
+# -- signalling a running master ------------------------------------------------------------------
+
+
+def signal_master(config_file: str, action: str) -> int:
+    pid_path, graceful = pidfile_of(config_file)
+    if pid_path is None:
+        return fail(f"{config_file} sets no pidfile: -s needs one to find the master")
+    pid = pidfile.read(pid_path)
+    if pid is None or not pidfile.is_forkd_master(pid):
+        return fail(f"forkd is not running (no live master in pidfile {pid_path})")
+    if action == "reload":
+        return reload(pid, pid_path)
+    os.kill(pid, ACTIONS[action])
+    if action in ("stop", "quit"):
+        return wait_for_exit(pid, graceful + 10.0)
+    return 0
+
+
+def reload(pid: int, pid_path: Path) -> int:
+    status_file = pidfile.status_path(pid_path)
+    before = pidfile.ReloadStatus.load(status_file)
+    if before is None or before.pid != pid:
+        return fail(f"no reload status from master {pid} in {status_file}")
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + RELOAD_WAIT
+    while time.monotonic() < deadline:
+        status = pidfile.ReloadStatus.load(status_file)
+        if status is not None and status.pid == pid and status.finished > before.started:
+            if status.ok:
+                click.echo(f"forkd: reloaded, generation {status.generation} is serving")
+                return 0
+            return fail(f"reload failed, generation {status.generation} still serving: {status.message}")
+        if not pidfile.is_forkd_master(pid):
+            return fail(f"the master (pid {pid}) exited during the reload")
+        time.sleep(POLL)
+    return fail(f"no reload outcome from master {pid} within {RELOAD_WAIT:.0f}s")
+
+
+def wait_for_exit(pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while pidfile.is_forkd_master(pid):
+        if time.monotonic() > deadline:
+            return fail(f"master {pid} still running after {timeout:.0f}s")
+        time.sleep(POLL)
+    return 0
+
+
+def pidfile_of(config_file: str) -> tuple[Path | None, float]:
+    """The pidfile (and graceful timeout) of a config, even a broken one: stopping must still work."""
+    try:
+        config = load(config_file)
+        return config.pidfile, config.timeouts.graceful
+    except ConfigError:
+        pass
+    try:
+        data: Any = yaml.safe_load(Path(config_file).read_text())
+    except (OSError, yaml.YAMLError):
+        return None, 30.0
+    value = data.get("pidfile") if isinstance(data, dict) else None
+    if not isinstance(value, str) or not value:
+        return None, 30.0
+    return Path(config_file).absolute().parent / value, 30.0
+
+
+def fail(message: str) -> int:
+    click.echo(f"forkd: {message}", err=True)
+    return 1
+
+
+def die(message: str) -> NoReturn:
+    sys.exit(fail(message))

@@ -1,0 +1,794 @@
+"""The master process: listeners, the worker table, signals, generations, shutdown.
+
+Theory of operation
+-------------------
+The master binds the listeners (or adopts systemd's), forks the workers and then only supervises: it
+never parses HTTP and never touches a client connection. Everything happens in one loop that sleeps in
+a selector over (a) a self-pipe that `signal.set_wakeup_fd` writes to when any signal arrives and
+(b) one notify pipe per worker. Signal handlers only append the signal number to a queue; the loop
+drains the queue and dispatches each signal through the explicit `self.signal_table`, so no logging,
+forking or reaping ever runs inside a handler.
+
+Workers are grouped in *generations*. A generation is one config plus the listeners it serves. At start
+and on every HUP a new generation is *pending*: its workers are forked and the master waits until each
+one has written READY on its pipe. Only then is the generation *committed*: it becomes the serving one
+and the previous generation's workers get TERM (retire gracefully: finish what they hold, then exit).
+A pending generation whose worker dies before READY, or that is not ready within BOOT_TIMEOUT, is
+killed and the old generation keeps serving; the reload is reported as failed. Listeners whose address
+the new config still lists are the very same sockets, so nothing ever stops listening; addresses that
+disappeared are closed once the last worker of the generation that used them is gone.
+
+Liveness: each worker writes a heartbeat byte at least once a second, and its scoreboard Slot says
+which request it is serving and since when. A worker silent for `timeouts.worker`, or busy with one
+request for that long, is killed with SIGKILL and replaced; the error log names its pid and the request.
+A worker that wants to retire (`limits.worker_requests`) first gets a replacement; only when that one
+is READY does the old one get TERM, and at most one such recycle runs at a time, so capacity never
+drops. A worker that dies before READY, or within CRASH_WINDOW of its start, is a crash: replacements
+are then delayed by a back-off that doubles up to BACKOFF_MAX, so a broken deployment never becomes a
+fork storm. Every exit is logged with its cause.
+
+The master keeps the privileges it started with and only workers switch to `user`/`group` (after fork,
+before they run any request code): a reload may bind a new privileged port, re-open root-owned logs and
+re-read a config only root can read, exactly as nginx's and gunicorn's masters do. The master runs no
+request-driven code, so keeping root there exposes little.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import grp
+import os
+import pwd
+import resource
+import selectors
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from setproctitle import setproctitle
+
+from forkd import listeners as listeners_module
+from forkd import pidfile, worker
+from forkd.config import Config, ConfigError, load
+from forkd.listeners import Listener, ListenError
+from forkd.logs import ErrorLog
+from forkd.scoreboard import Slot
+from forkd.systemd import Notifier, listen_fds
+
+BOOT_TIMEOUT = 30.0  # seconds a new worker may take to report READY
+CRASH_WINDOW = 1.0  # a worker dying this soon after its start counts as a crash
+BACKOFF_FIRST = 0.1  # seconds before respawning after the first crash; doubles per crash
+BACKOFF_MAX = 10.0
+FAST_STOP_WAIT = 2.0  # INT/QUIT: seconds the workers get to exit before SIGKILL
+TICK = 0.25  # the loop wakes at least this often to check timers and stuck workers
+PR_SET_PDEATHSIG = 1
+
+SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
+
+
+class StartupError(Exception):
+    """The master could not start (a listener, the pidfile, the user, the first workers)."""
+
+
+@dataclass
+class Generation:
+    number: int
+    config: Config
+    listeners: list[Listener]
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    pid: int
+    generation: Generation
+    notify_fd: int
+    slot: Slot
+    started: float
+    last_seen: float
+    ready: bool = False
+    retiring: float | None = None  # when TERM was sent
+    killed: str = ""  # why forkd sent SIGKILL (or QUIT), "" when it did not
+    wants_retirement: bool = False
+    replaces: int | None = None  # pid this worker takes over from once it is READY
+
+    @property
+    def config(self) -> Config:
+        return self.generation.config
+
+    def describe(self) -> str:
+        return f"worker {self.pid} (generation {self.generation.number})"
+
+
+@dataclass
+class PendingGeneration:
+    generation: Generation
+    started: float
+    serial: int  # reload status serial; 0 for the first generation
+    new_listeners: list[Listener] = field(default_factory=list)  # bound for it: closed if it fails
+    dropped: list[Listener] = field(default_factory=list)  # no longer configured: closed after
+    failure: str = ""
+
+
+class Master:
+    def __init__(self, config: Config, log: ErrorLog, notifier: Notifier,
+                 systemd_fds: list[int]) -> None:
+        assert config.source is not None
+        self.config_path = config.source
+        self.log = log
+        self.notifier = notifier
+        self.systemd_fds = systemd_fds
+        self.pid = os.getpid()
+        self.first_config = config
+        self.pidfile = config.pidfile
+        self.generation: Generation | None = None  # the serving one
+        self.pending: PendingGeneration | None = None
+        self.reload_again = False
+        self.workers: dict[int, WorkerRecord] = {}
+        self.target = config.workers
+        self.crashes = 0
+        self.spawn_after = 0.0
+        self.closing: list[tuple[int, list[Listener]]] = []  # (last generation using them, listeners)
+        self.stop_deadline: float | None = None
+        self.exit_code = 0
+        self.signals: list[int] = []
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+        self.signal_table: dict[int, Callable[[], None]] = {
+            signal.SIGHUP: self.reload,
+            signal.SIGTERM: self.graceful_stop,
+            signal.SIGINT: self.fast_stop,
+            signal.SIGQUIT: self.fast_stop,
+            signal.SIGTTIN: self.more_workers,
+            signal.SIGTTOU: self.fewer_workers,
+            signal.SIGUSR1: self.reopen_logs,
+            signal.SIGCHLD: self.reap,
+        }
+        self.reloads = pidfile.ReloadRecorder(None, self.pid, 1)
+
+    # -- start and stop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; return the exit code. StartupError when serving never began."""
+        try:
+            self.start()
+            self.loop()
+        except StartupError:
+            self.kill_all("startup failed")
+            raise
+        except Exception:
+            self.log.error(f"master crashed: {traceback.format_exc()}")
+            self.kill_all("master crashed")
+            self.exit_code = 1
+        finally:
+            self.cleanup()
+        return self.exit_code
+
+    def start(self) -> None:
+        config = self.first_config
+        raise_nofile_limit()
+        check_user(config)
+        own_logs(config)
+        self.write_pidfile()
+        listeners = self.adopt_or_bind(config)
+        for listener in listeners:
+            self.log.info(f"listening on {listener.real_address}")
+        self.install_signals()
+        self.set_title(1)
+        preload_worker_code()
+        self.reloads = pidfile.ReloadRecorder(self.pidfile, self.pid, 1)
+        generation = Generation(1, config, listeners)
+        self.pending = PendingGeneration(generation, time.monotonic(), 0, new_listeners=list(listeners))
+        for _ in range(config.workers):
+            self.spawn(generation)
+
+    def adopt_or_bind(self, config: Config) -> list[Listener]:
+        if self.systemd_fds:
+            try:
+                adopted = listeners_module.from_fds(self.systemd_fds)
+            except (ListenError, OSError) as exc:
+                raise StartupError(f"socket activation: {exc}") from None
+            self.log.info(f"socket activation: {len(adopted)} listener(s) from systemd; "
+                          "the listen setting is ignored")
+            return adopted
+        bound: list[Listener] = []
+        try:
+            for address in config.listen:
+                bound.append(listeners_module.bind(address, config.backlog, config.unix_mode))
+        except ListenError as exc:
+            for listener in bound:
+                listener.close()
+            raise StartupError(str(exc)) from None
+        return bound
+
+    def write_pidfile(self) -> None:
+        if self.pidfile is None:
+            return
+        other = pidfile.read(self.pidfile)
+        if other and other != self.pid and pidfile.is_forkd_master(other):
+            raise StartupError(f"already running as pid {other} (pidfile {self.pidfile})")
+        try:
+            pidfile.write(self.pidfile, self.pid)
+        except OSError as exc:
+            raise StartupError(f"cannot write pidfile {self.pidfile}: {exc.strerror}") from None
+
+    def install_signals(self) -> None:
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for signum in self.signal_table:
+            signal.signal(signum, self.record_signal)
+
+    def record_signal(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)  # nothing else: the loop does the work
+
+    def cleanup(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for listener in self.all_listeners():
+            listener.close()
+        if self.pidfile is not None:
+            pidfile.remove(self.pidfile, self.pid)
+        self.reloads.remove()
+        for record in self.workers.values():
+            record.slot.close()
+
+    def all_listeners(self) -> list[Listener]:
+        seen: dict[int, Listener] = {}
+        groups = [g.listeners for g in (self.generation,) if g]
+        if self.pending:
+            groups += [self.pending.generation.listeners, self.pending.new_listeners]
+        groups += [dropped for _, dropped in self.closing]
+        for group in groups:
+            for listener in group:
+                seen[id(listener)] = listener
+        return list(seen.values())
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def loop(self) -> None:
+        while True:
+            self.wait(self.timeout())
+            self.dispatch_signals()
+            self.reap()
+            if self.stop_deadline is not None:
+                if not self.workers:
+                    return
+                self.enforce_stop_deadline()
+                continue
+            self.check_pending()
+            self.check_workers()
+            self.manage_workers()
+            self.close_unused_listeners()
+            self.update_status()
+
+    def timeout(self) -> float:
+        delay = TICK
+        if self.spawn_after:
+            delay = min(delay, max(0.0, self.spawn_after - time.monotonic()))
+        return delay
+
+    def wait(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                drain(self.wake_r)
+            else:
+                self.read_notify(key.data)
+
+    def dispatch_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum != signal.SIGCHLD:
+                self.log.info(f"received {SIGNAL_NAMES.get(signum, signum)}")
+            self.signal_table[signum]()
+
+    # -- worker processes -----------------------------------------------------------------------
+
+    def spawn(self, generation: Generation, replaces: int | None = None) -> WorkerRecord:
+        read_fd, write_fd = os.pipe()
+        slot = Slot()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            self.run_child(generation, write_fd, slot)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        now = time.monotonic()
+        record = WorkerRecord(pid, generation, read_fd, slot, now, now, replaces=replaces)
+        self.workers[pid] = record
+        self.selector.register(read_fd, selectors.EVENT_READ, record)
+        self.log.debug(f"spawned {record.describe()}")
+        return record
+
+    def run_child(self, generation: Generation, notify_fd: int, slot: Slot) -> NoReturn:
+        """In the forked child: shed the master's state, become a worker, never return."""
+        code = 1
+        try:
+            self.prepare_child(generation)
+            context = worker.WorkerContext(
+                config=generation.config,
+                listeners=[listener.sock for listener in generation.listeners],
+                generation=generation.number,
+                notify_fd=notify_fd,
+                slot=slot,
+            )
+            code = worker.run_worker(context)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            self.log.error(f"worker {os.getpid()} crashed: {traceback.format_exc()}")
+            code = 1
+        finally:
+            os._exit(code)
+
+    def prepare_child(self, generation: Generation) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum in self.signal_table:
+            signal.signal(signum, signal.SIG_DFL)
+        self.selector.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        for record in self.workers.values():
+            os.close(record.notify_fd)
+            record.slot.close()
+        keep = {id(listener) for listener in generation.listeners}
+        for listener in self.all_listeners():
+            if id(listener) not in keep:
+                listener.sock.close()  # not Listener.close: the file stays the master's
+        drop_privileges(generation.config)
+        # Set after the privilege drop, which clears it (prctl(2)); then make sure the master did
+        # not die before it was set.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != self.pid:
+            os._exit(1)
+
+    def read_notify(self, record: WorkerRecord) -> None:
+        try:
+            data = os.read(record.notify_fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.selector.unregister(record.notify_fd)  # EOF: the worker is exiting
+            return
+        record.last_seen = time.monotonic()
+        if worker.READY in data and not record.ready:
+            self.on_ready(record)
+        if worker.WANTS_RETIREMENT in data and not record.wants_retirement:
+            record.wants_retirement = True
+            self.log.info(f"{record.describe()} asks to retire (worker_requests reached)")
+
+    def on_ready(self, record: WorkerRecord) -> None:
+        record.ready = True
+        self.log.debug(f"{record.describe()} ready")
+        if record.replaces is not None:
+            old = self.workers.get(record.replaces)
+            record.replaces = None
+            if old is not None and old.retiring is None:
+                self.retire(old, "recycled: its replacement is ready")
+
+    def retire(self, record: WorkerRecord, why: str) -> None:
+        """TERM: finish the requests in hand, then exit."""
+        if record.retiring is None:
+            record.retiring = time.monotonic()
+            self.log.info(f"retiring {record.describe()}: {why}")
+            self.send(record, signal.SIGTERM)
+
+    def kill(self, record: WorkerRecord, why: str, signum: int = signal.SIGKILL) -> None:
+        if not record.killed:
+            record.killed = why
+            self.send(record, signum)
+
+    def kill_all(self, why: str) -> None:
+        for record in list(self.workers.values()):
+            self.kill(record, why)
+        deadline = time.monotonic() + 2
+        while self.workers and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.01)
+
+    def send(self, record: WorkerRecord, signum: int) -> None:
+        try:
+            os.kill(record.pid, signum)
+        except ProcessLookupError:
+            pass  # already dead; the reap will tell why
+
+    # -- reaping --------------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            record = self.workers.pop(pid, None)
+            if record is not None:
+                self.on_exit(record, status)
+
+    def on_exit(self, record: WorkerRecord, status: int) -> None:
+        if record.notify_fd in self.selector.get_map():
+            self.selector.unregister(record.notify_fd)
+        os.close(record.notify_fd)
+        record.slot.close()
+        lived = time.monotonic() - record.started
+        cause = exit_cause(status, record)
+        expected = bool(record.killed) or (record.retiring is not None and status == 0)
+        level = "info" if expected else "error"
+        self.log.log(level, f"{record.describe()} {cause} after {lived:.1f}s")
+        for other in self.workers.values():
+            if other.replaces == record.pid:
+                other.replaces = None  # nothing left to replace: it becomes an ordinary worker
+        if expected or self.stop_deadline is not None:
+            return
+        pending = self.pending
+        if pending and record.generation is pending.generation and not record.ready:
+            pending.failure = f"{record.describe()} {cause} before it was ready (see the error log)"
+            return
+        if not record.ready or lived < CRASH_WINDOW:
+            self.crashed()
+
+    def crashed(self) -> None:
+        self.crashes += 1
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.crashes - 1))
+        self.spawn_after = time.monotonic() + delay
+        self.log.warning(f"{self.crashes} worker crash(es) in a row: next worker starts in {delay:.1f}s")
+
+    # -- generations ----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        if self.stop_deadline is not None:
+            return
+        if self.pending is not None:
+            self.reload_again = True  # it must read the config after this HUP: queue one more
+            return
+        serial = self.reloads.begin()  # before reading the config: see forkd.pidfile
+        self.notifier.reloading()
+        self.log.info(f"reloading {self.config_path}")
+        try:
+            config = load(self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                self.log.error(f"reload rejected: {problem}")
+            self.end_reload(serial, False, "configuration rejected: " + "; ".join(exc.problems))
+            return
+        assert self.generation is not None
+        try:
+            listeners, new, dropped = self.plan_listeners(config)
+            check_user(config)
+            own_logs(config)
+        except (ListenError, StartupError, OSError) as exc:
+            self.log.error(f"reload rejected: {exc}")
+            self.end_reload(serial, False, str(exc))
+            return
+        for listener in new:
+            self.log.info(f"listening on {listener.real_address}")
+        generation = Generation(self.generation.number + 1, config, listeners)
+        self.pending = PendingGeneration(generation, time.monotonic(), serial, new, dropped)
+        for _ in range(config.workers):
+            self.spawn(generation)
+
+    def plan_listeners(self, config: Config) -> tuple[list[Listener], list[Listener], list[Listener]]:
+        """(the new generation's listeners, those bound for it, old ones it no longer uses)."""
+        assert self.generation is not None
+        current = self.generation.listeners
+        if self.systemd_fds:
+            return list(current), [], []
+        by_address = {str(listener.address): listener for listener in current}
+        chosen: list[Listener] = []
+        new: list[Listener] = []
+        try:
+            for address in config.listen:
+                listener = by_address.get(str(address))
+                if listener is None:
+                    listener = listeners_module.bind(address, config.backlog, config.unix_mode)
+                    new.append(listener)
+                chosen.append(listener)
+        except ListenError:
+            for listener in new:
+                listener.close()
+            raise
+        dropped = [listener for listener in current if listener not in chosen]
+        return chosen, new, dropped
+
+    def check_pending(self) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        members = [w for w in self.workers.values() if w.generation is pending.generation]
+        if pending.failure:
+            self.abort_pending(pending.failure)
+        elif len(members) == pending.generation.config.workers and all(w.ready for w in members):
+            self.commit_pending(pending)
+        elif time.monotonic() - pending.started > BOOT_TIMEOUT:
+            self.abort_pending(f"new workers not ready within {BOOT_TIMEOUT:.0f}s")
+
+    def commit_pending(self, pending: PendingGeneration) -> None:
+        old = self.generation
+        new = pending.generation
+        self.generation = new
+        self.pending = None
+        self.target = new.config.workers
+        self.crashes = 0
+        if old is not None:
+            for record in list(self.workers.values()):
+                if record.generation is not new:
+                    self.retire(record, f"generation {new.number} is ready")
+            if pending.dropped:
+                self.closing.append((old.number, pending.dropped))
+            self.apply_master_settings(new.config)
+        self.set_title(new.number)
+        status = f"generation {new.number}, {len(self.current_workers())} workers"
+        self.log.info(f"ready: {status}")
+        self.notifier.ready(status)
+        if pending.serial:
+            self.reloads.finish(pending.serial, True, new.number, f"ready: {status}")
+        self.requeue_reload()
+
+    def abort_pending(self, reason: str) -> None:
+        pending = self.pending
+        assert pending is not None
+        self.pending = None
+        for record in list(self.workers.values()):
+            if record.generation is pending.generation:
+                self.kill(record, "its generation failed to start")
+        if self.generation is None:
+            raise StartupError(f"workers could not start: {reason}")
+        for listener in pending.new_listeners:
+            listener.close()
+        self.log.error(f"reload failed: {reason}; still serving generation {self.generation.number}")
+        self.end_reload(pending.serial, False, reason)
+
+    def end_reload(self, serial: int, ok: bool, message: str) -> None:
+        number = self.generation.number if self.generation else 0
+        self.reloads.finish(serial, ok, number, message)
+        self.notifier.ready(f"generation {number}, {len(self.current_workers())} workers")
+        self.requeue_reload()
+
+    def requeue_reload(self) -> None:
+        if self.reload_again:
+            self.reload_again = False
+            self.reload()
+
+    def apply_master_settings(self, config: Config) -> None:
+        """Settings the master itself uses, taken from a newly committed config."""
+        if config.error_log != self.log.file.target:
+            self.log = ErrorLog(config.error_log, config.log_level)
+        else:
+            self.log.threshold = ErrorLog(None, config.log_level).threshold
+        if config.pidfile != self.pidfile:
+            self.log.warning("a changed pidfile takes effect at the next restart")
+
+    def close_unused_listeners(self) -> None:
+        if not self.closing:
+            return
+        oldest = min((w.generation.number for w in self.workers.values()), default=None)
+        remaining = []
+        for last_user, dropped in self.closing:
+            if oldest is None or oldest > last_user:
+                for listener in dropped:
+                    self.log.info(f"stopped listening on {listener.real_address}")
+                    listener.close()
+            else:
+                remaining.append((last_user, dropped))
+        self.closing = remaining
+
+    # -- keeping the serving generation whole ---------------------------------------------------
+
+    def current_workers(self) -> list[WorkerRecord]:
+        """The serving generation's workers that are neither retiring nor being killed."""
+        return [w for w in self.workers.values()
+                if w.generation is self.generation and w.retiring is None and not w.killed]
+
+    def manage_workers(self) -> None:
+        if self.generation is None:
+            return
+        active = self.current_workers()
+        replacing = [w for w in active if w.replaces is not None]
+        count = len(active) - len(replacing)
+        now = time.monotonic()
+        if count < self.target and now >= self.spawn_after:
+            for _ in range(self.target - count):
+                self.spawn(self.generation)
+        elif count > self.target:
+            surplus = [w for w in active if w.replaces is None]
+            surplus.sort(key=lambda w: w.started)
+            for record in surplus[: count - self.target]:
+                self.retire(record, "fewer workers wanted")
+        elif not replacing and self.pending is None and now >= self.spawn_after:
+            self.recycle_one(active)
+
+    def recycle_one(self, active: list[WorkerRecord]) -> None:
+        """Start the replacement of the oldest worker that asked to retire; one at a time."""
+        candidates = sorted((w for w in active if w.wants_retirement and w.ready),
+                            key=lambda w: w.started)
+        if candidates and self.generation is not None:
+            self.spawn(self.generation, replaces=candidates[0].pid)
+
+    def check_workers(self) -> None:
+        now = time.monotonic()
+        for record in list(self.workers.values()):
+            if record.killed:
+                continue
+            limit = record.config.timeouts.worker
+            busy, request_line = record.slot.read()
+            silent = now - record.last_seen
+            if busy > limit:
+                self.stuck(record, f"busy for {busy:.1f}s serving {request_line!r}")
+            elif silent > limit:
+                serving = f" while serving {request_line!r}" if request_line else ""
+                self.stuck(record, f"silent for {silent:.1f}s{serving}")
+            elif record.retiring is not None and now - record.retiring > record.config.timeouts.graceful:
+                self.kill(record, "still running after timeouts.graceful")
+            elif record.ready and self.crashes and now - record.started > CRASH_WINDOW:
+                self.crashes = 0  # a worker survived: the crash streak is over
+
+    def stuck(self, record: WorkerRecord, what: str) -> None:
+        self.log.error(f"{record.describe()} is stuck, {what}: killing it")
+        self.kill(record, f"stuck, {what}")
+
+    def more_workers(self) -> None:
+        self.target += 1
+        self.log.info(f"workers: {self.target}")
+
+    def fewer_workers(self) -> None:
+        if self.target > 1:
+            self.target -= 1
+        self.log.info(f"workers: {self.target}")
+
+    def update_status(self) -> None:
+        if self.generation is not None and self.pending is None:
+            count = len(self.current_workers())
+            self.notifier.update_status(f"generation {self.generation.number}, {count} workers")
+
+    # -- logs and stopping ----------------------------------------------------------------------
+
+    def reopen_logs(self) -> None:
+        config = self.generation.config if self.generation else self.first_config
+        own_logs(config)
+        self.log.reopen()
+        self.log.info("log files reopened")
+        for record in self.workers.values():
+            self.send(record, signal.SIGUSR1)
+
+    def graceful_stop(self) -> None:
+        self.stop(graceful=True)
+
+    def fast_stop(self) -> None:
+        self.stop(graceful=False)
+
+    def stop(self, graceful: bool) -> None:
+        config = self.generation.config if self.generation else self.first_config
+        wait = config.timeouts.graceful if graceful else FAST_STOP_WAIT
+        if self.stop_deadline is None:
+            self.notifier.stopping()
+            self.log.info("stopping gracefully" if graceful else "stopping now")
+        elif graceful:
+            return  # already stopping; a second TERM changes nothing
+        self.stop_deadline = min(self.stop_deadline or float("inf"), time.monotonic() + wait)
+        if self.pending is not None:
+            self.pending = None  # its workers stop with the rest
+        for record in self.workers.values():
+            if graceful:
+                self.retire(record, "shutting down")
+            elif not record.killed:
+                record.killed = "fast stop"
+                self.send(record, signal.SIGQUIT)
+
+    def enforce_stop_deadline(self) -> None:
+        assert self.stop_deadline is not None
+        if time.monotonic() < self.stop_deadline:
+            return
+        for record in list(self.workers.values()):
+            if record.killed != "did not stop in time":
+                record.killed = ""
+                self.kill(record, "did not stop in time")
+
+    def set_title(self, generation: int) -> None:
+        setproctitle(f"forkd: master [gen {generation}] -c {self.config_path}")
+
+
+# -- process set-up helpers -----------------------------------------------------------------------
+
+
+def exit_cause(status: int, record: WorkerRecord) -> str:
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+        if signum == signal.SIGKILL and not record.killed:
+            return f"killed by {name} not sent by forkd: out of memory?"
+        why = f" ({record.killed})" if record.killed else ""
+        return f"killed by {name}{why}"
+    code = os.waitstatus_to_exitcode(status)
+    if code == worker.EXIT_BOOT_FAILED:
+        return f"exited with code {code} (could not boot)"
+    return f"exited with code {code}"
+
+
+def drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def raise_nofile_limit() -> None:
+    """Each connection is a descriptor; the default soft limit (1024) is far below what a worker holds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def user_ids(config: Config) -> tuple[int | None, int | None]:
+    uid = gid = None
+    if config.user:
+        entry = pwd.getpwnam(config.user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if config.group:
+        gid = grp.getgrnam(config.group).gr_gid
+    return uid, gid
+
+
+def check_user(config: Config) -> None:
+    """Fail early when the master cannot switch to user/group (it is not root)."""
+    try:
+        uid, gid = user_ids(config)
+    except KeyError as exc:
+        raise StartupError(f"unknown user or group: {exc}") from None
+    if os.geteuid() != 0 and ((uid is not None and uid != os.geteuid())
+                              or (gid is not None and gid != os.getegid())):
+        raise StartupError("user/group set but forkd is not running as root")
+
+
+def own_logs(config: Config) -> None:
+    """Create the log files and hand them to the workers' user, so they can write and reopen them."""
+    uid, gid = user_ids(config)
+    if uid is None and gid is None:
+        return
+    for target in (config.access_log, config.error_log):
+        if target and target != "-":
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            try:
+                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            finally:
+                os.close(fd)
+
+
+def drop_privileges(config: Config) -> None:
+    """In a new worker: become user/group (check_user already refused what cannot work)."""
+    if os.geteuid() != 0:
+        return
+    uid, gid = user_ids(config)
+    if gid is not None:
+        if config.user:
+            os.initgroups(config.user, gid)  # the user's supplementary groups, as login would
+        else:
+            os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+
+
+def preload_worker_code() -> None:
+    """Import the handlers once in the master, so each fork starts serving without importing them."""
+    for module in ("forkd.handlers.static", "forkd.handlers.cgi", "forkd.http.parser"):
+        try:
+            __import__(module)
+        except Exception:
+            pass  # the worker will import (and report) it itself
+
+
+def run(config: Config, log: ErrorLog) -> int:
+    """Start a master for a loaded config; raise StartupError when it cannot serve at all."""
+    systemd_fds = listen_fds(os.environ)  # also removes the variables: CGI must not see them
+    notifier = Notifier.from_environment(os.environ)
+    return Master(config, log, notifier, systemd_fds).run()
