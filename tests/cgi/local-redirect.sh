@@ -1,0 +1,2 @@
+#!/bin/sh
+printf 'Location: /cgi/env.py/after?from=redirect\n\n'

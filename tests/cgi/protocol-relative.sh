@@ -1,0 +1,2 @@
+#!/bin/sh
+printf 'Location: //example.com/x\n\n'
