@@ -63,6 +63,7 @@ EXIT_BOOT_FAILED = 3  # could not build handlers / set up: the master backs off 
 
 TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout when idle)
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
+ROUTE_CACHE = 4096  # raw request paths whose route is remembered
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of file descriptors
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
@@ -119,6 +120,7 @@ class Worker:
         self.access_log = AccessLog(config.access_log, config.log_format)
         self.server = SERVER_SOFTWARE if config.server_tokens else "forkd"
         self.router = Router(config)
+        self.routes: dict[str, Handler] = {}  # raw path -> handler, bounded by ROUTE_CACHE
         self.connections: dict[int, Connection] = {}
         self.ready: list[Connection] = []  # connections with buffered pipelined requests
         self.retiring = False
@@ -334,8 +336,19 @@ class Worker:
                 pass
 
     def route(self, request: Request) -> Handler:
-        """The handler for a request; routes match the normalised path, as handlers see it."""
-        return self.router.match(normalize(request.path))[1]
+        """The handler for a request; routes match the normalised path, as handlers see it.
+
+        Matching the raw path would let "/%63gi-bin/x" slip past a "/cgi-bin/" route into the
+        static route (which decodes it to /cgi-bin/x and would serve the script's source).
+        """
+        path = request.path
+        handler = self.routes.get(path)
+        if handler is None:
+            handler = self.router.match(normalize(path))[1]
+            if len(self.routes) >= ROUTE_CACHE:
+                self.routes.clear()
+            self.routes[path] = handler
+        return handler
 
     def redirected(self, request: Request, redirect: InternalRedirect) -> Request:
         """The GET request an InternalRedirect asks for (RFC 3875 §6.2.2): no body, same client."""

@@ -82,6 +82,9 @@ class ChunkedDecoder:
 
     def feed(self, data: bytes | bytearray) -> bytes:
         """Decode as much as possible; raise BadRequest / ContentTooLarge / HeadersTooLarge."""
+        if self.done:
+            self.rest += data  # past the end: the next request's bytes
+            return b""
         buffer = self._buffer
         buffer += data
         out: list[bytes] = []

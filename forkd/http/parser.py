@@ -164,13 +164,17 @@ def parse_head(head: bytes, limits: Limits) -> Request:
     if len(lines) - 1 > limits.headers:
         raise HeadersTooLarge("too many header fields")
     headers = parse_fields(lines, 1)
-    request = Request(method, target, "", "", version, headers, "", False)
+    request = Request(method, target, "", "", version, headers, "", version == "HTTP/1.1")
     request.request_line = request_line.decode("ascii")
     _apply_target(request, headers, version)
-    _apply_connection(request, headers, version)
-    _apply_framing(request, headers, version, limits)
-    expect = headers.get("expect")
-    if expect is not None and version == "HTTP/1.1":
+    if "connection" in headers:
+        _apply_connection(request, headers["connection"], version)
+    if "content-length" in headers or "transfer-encoding" in headers:
+        _apply_framing(request, headers, version, limits)
+    if "expect" not in headers:
+        return request
+    expect = headers["expect"]
+    if version == "HTTP/1.1":
         # RFC 9110 §10.1.1: 100-continue is the only expectation defined; others get 417.
         # An HTTP/1.0 request's Expect is ignored (the MUST for 100-continue, by extension).
         if expect.lower() != "100-continue":
@@ -238,13 +242,9 @@ def _apply_target(request: Request, headers: dict[str, str], version: str) -> No
     request.path, request.query, request.host = path, query, host
 
 
-def _apply_connection(request: Request, headers: dict[str, str], version: str) -> None:
+def _apply_connection(request: Request, value: str, version: str) -> None:
     """Keep-alive is the HTTP/1.1 default; HTTP/1.0 must ask for it (RFC 9112 §9.3)."""
-    value = headers.get("connection")
-    if value is None:
-        request.keep_alive = version == "HTTP/1.1"
-        return
-    options = {option.strip().lower() for option in value.split(",")}
+    options = {option.strip(" \t").lower() for option in value.split(",")}
     if "close" in options:
         request.keep_alive = False
     else:
@@ -292,13 +292,3 @@ def _content_length(value: str, limits: Limits) -> int:
         raise ContentTooLarge("request body too large")
     return int(text)
 
-
-def parse_target(method: str, target: str, host: str, version: str) -> Request:
-    """A body-less request for a local target (InternalRedirect re-dispatch)."""
-    headers = {"host": host} if host else {}
-    request = Request(method, target, "", "", version, headers, host, True)
-    request.request_line = f"{method} {target} {version}"
-    if not target.startswith("/"):
-        raise BadRequest("redirect target must be a local path")
-    request.path, _, request.query = target.partition("?")
-    return request
