@@ -376,8 +376,12 @@ class StaticHandler:
         else:
             body = autoindex.render_html(target.url_path, entries, parent=target.rest != "/")
             content_type = "text/html; charset=utf-8"
-        headers = [("Content-Type", content_type), ("Vary", "Accept")] + self.success_headers
-        return Response(200, headers, body)
+        headers = [("Content-Type", content_type), ("Vary", "Accept")]
+        # A listing has no validator and changes with every file below it, so unless the route
+        # says otherwise caches must revalidate it rather than guess a lifetime (RFC 9111 §4.2.2).
+        if not self.config.cache_control:
+            headers.append(("Cache-Control", "no-cache"))
+        return Response(200, headers + self.success_headers, body)
 
     def _read_directory(self, fs_path: str) -> list[autoindex.Entry]:
         entries = []
