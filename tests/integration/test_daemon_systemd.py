@@ -1,0 +1,140 @@
+"""forkd under systemd: socket activation, sd_notify, and the unit files."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.support.daemon import ROOT, Daemon
+
+MakeDaemon = Callable[..., Daemon]
+
+
+def write_site(tmp_path: Path) -> Path:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("activated")
+    cgi = tmp_path / "cgi"
+    cgi.mkdir()
+    script = cgi / "fds.sh"
+    script.write_text("#!/bin/sh\necho 'Content-Type: text/plain'\necho\n"
+                      "echo \"LISTEN_FDS=${LISTEN_FDS:-unset} NOTIFY_SOCKET=${NOTIFY_SOCKET:-unset}\"\n"
+                      "ls /proc/$$/fd\n")
+    script.chmod(0o755)
+    config = tmp_path / "forkd.yaml"
+    config.write_text(
+        f"listen: ['127.0.0.1:1']\nworkers: 2\npidfile: forkd.pid\nerror_log: {tmp_path}/error.log\n"
+        "access_log: null\nroutes:\n"
+        f"  - {{prefix: /cgi-bin/, cgi: {{root: {cgi}}}}}\n"
+        f"  - {{prefix: /, static: {{root: {tmp_path / 'www'}}}}}\n")
+    return config
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is not installed")
+def test_socket_activation(tmp_path: Path) -> None:
+    config = write_site(tmp_path)
+    log = tmp_path / "error.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = None
+    try:
+        # systemd-socket-activate cannot bind port 0: pick ports until one is free.
+        activate_log = tmp_path / "activate.log"
+        for _ in range(20):
+            port = random.randint(20000, 60000)
+            proc = subprocess.Popen(
+                ["systemd-socket-activate", "-l", f"127.0.0.1:{port}",
+                 sys.executable, "-m", "forkd", "-c", str(config)],
+                env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                stderr=open(activate_log, "w"))
+            deadline = time.monotonic() + 10
+            while proc.poll() is None and "Listening on" not in activate_log.read_text():
+                assert time.monotonic() < deadline, "systemd-socket-activate did not start"
+                time.sleep(0.01)
+            if proc.poll() is None:
+                break
+        assert proc is not None and proc.poll() is None, activate_log.read_text()
+        # It runs forkd only when the first connection arrives; forkd then answers that one.
+        url = f"http://127.0.0.1:{port}"
+        assert urllib.request.urlopen(url + "/", timeout=15).read() == b"activated"
+        text = log.read_text()
+        assert "socket activation: 1 listener(s) from systemd" in text
+        assert f"listening on 127.0.0.1:{port}" in text  # the configured 127.0.0.1:1 is ignored
+
+        environment = urllib.request.urlopen(url + "/cgi-bin/fds.sh", timeout=5).read().decode()
+        assert environment.startswith("LISTEN_FDS=unset NOTIFY_SOCKET=unset")
+        assert "3" not in environment.split()[2:]  # fd 3, the activated socket, is not inherited
+
+        os.kill(proc.pid, signal.SIGHUP)  # a reload keeps the inherited socket
+        deadline = time.monotonic() + 10
+        while "ready: generation 2" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert urllib.request.urlopen(url + "/", timeout=5).read() == b"activated"
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def test_sd_notify_messages_arrive_in_order(make_daemon: MakeDaemon, tmp_path: Path) -> None:
+    name = f"@forkd-test-{os.getpid()}-{random.randrange(1 << 30)}"  # an abstract socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind("\0" + name[1:])
+        receiver.settimeout(10)
+        (tmp_path / "www").mkdir()
+        daemon = make_daemon({"routes": [{"prefix": "/", "static": {"root": str(tmp_path / "www")}}]},
+                             start=False, env=dict(os.environ, NOTIFY_SOCKET=name))
+        daemon.start()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_log("ready: generation 2")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+        messages = []
+        receiver.settimeout(0.5)
+        try:
+            while True:
+                messages.append(receiver.recv(4096).decode())
+        except socket.timeout:
+            pass
+    kinds = [line for message in messages for line in message.split("\n")
+             if line in ("READY=1", "RELOADING=1", "STOPPING=1")]
+    assert kinds == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], messages
+    assert "STATUS=generation 1, 2 workers" in messages[0]
+    reloading = next(m for m in messages if "RELOADING=1" in m)
+    usec = int(re.search(r"MONOTONIC_USEC=(\d+)", reloading).group(1))  # type: ignore[union-attr]
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert 0 < now - usec < 30_000_000
+    assert any("STATUS=generation 2, 2 workers" in m for m in messages)
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    units = [ROOT / "systemd" / "forkd.socket", ROOT / "systemd" / "forkd.service"]
+    result = subprocess.run(["systemd-analyze", "verify", *map(str, units)],
+                            capture_output=True, text=True, timeout=60)
+    complaints = [line for line in (result.stdout + result.stderr).splitlines()
+                  if line.strip() and "/usr/local/bin/forkd is not executable" not in line]
+    if result.returncode != 0 and any("Failed to" in line and "manager" in line for line in complaints):
+        pytest.skip(f"systemd-analyze cannot run here: {complaints}")
+    assert complaints == []
+    service = units[1].read_text()
+    for setting in ("Type=notify", "KillMode=mixed", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                    "ExecReload=/usr/local/bin/forkd -c /etc/forkd/site.yaml -s reload"):
+        assert setting in service
+    assert "MemoryDenyWriteExecute" not in service.replace("MemoryDenyWriteExecute is", "")
+    stop = int(re.search(r"TimeoutStopSec=(\d+)", service).group(1))  # type: ignore[union-attr]
+    assert stop > 30  # above the default timeouts.graceful
