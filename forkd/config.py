@@ -372,7 +372,7 @@ class _Builder:
     def _field_Route_prefix(self, data: Any, path: str) -> str:
         if not isinstance(data, str) or not data.startswith("/"):
             self.fail(path, f"must be a path starting with '/', got {data!r}")
-            return "/"
+            return ""  # never matches, and the cross-checks skip it
         return data
 
     def _check_Route(self, values: dict[str, Any], path: str) -> None:
@@ -420,7 +420,7 @@ class _Builder:
         seen: dict[str, int] = {}
         catch_all: int | None = None
         for i, route in enumerate(routes):
-            if route is None:
+            if route is None or not route.prefix:
                 continue
             key = route.prefix.rstrip("/") or "/"
             if catch_all is not None:

@@ -1,0 +1,195 @@
+"""forkd.config: YAML in, typed frozen objects out, every problem a `key.path: reason` line."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from forkd.config import Config, ConfigError, ListenAddress, load, loads, parse_listen
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    (tmp_path / "www").mkdir()
+    (tmp_path / "cgi-bin").mkdir()
+    return tmp_path
+
+
+def problems(text: str, base: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        loads(textwrap.dedent(text), base)
+    return caught.value.problems
+
+
+MINIMAL = "routes: [{prefix: /, static: {root: www}}]\n"
+
+
+def test_the_demo_config_is_valid() -> None:
+    config = load(ROOT / "conf" / "site.yaml")
+    assert config.listen == (ListenAddress("inet", "127.0.0.1", 8080),)
+    assert config.source == ROOT / "conf" / "site.yaml"
+    cgi, static = config.routes
+    assert cgi.cgi is not None and cgi.cgi.root == ROOT / "conf" / "cgi-bin"
+    assert set(cgi.cgi.interpreters) == {".py", ".php"}
+    assert all(os.access(program, os.X_OK) for program in cgi.cgi.interpreters.values())
+    assert static.static is not None and static.static.autoindex
+
+
+def test_defaults_live_in_the_dataclasses(base: Path) -> None:
+    config = loads(MINIMAL, base)
+    assert config.workers == Config.workers
+    assert config.timeouts.graceful == 30.0 and config.limits.body == 10485760
+    assert config.access_log == "-" and config.pidfile is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.workers = 3  # type: ignore[misc]
+
+
+def test_relative_paths_resolve_against_the_config_directory(base: Path) -> None:
+    (base / "site.yaml").write_text("pidfile: run.pid\naccess_log: access.log\nerror_log: '-'\n"
+                                    "listen: [unix:forkd.sock]\n" + MINIMAL)
+    config = load(base / "site.yaml")
+    assert config.pidfile == base / "run.pid"
+    assert config.access_log == str(base / "access.log") and config.error_log == "-"
+    assert config.listen[0].path == str(base / "forkd.sock")
+    assert config.routes[0].static is not None and config.routes[0].static.root == base / "www"
+
+
+def test_unknown_keys_and_wrong_types_name_their_path(base: Path) -> None:
+    found = problems("""
+        workers: 0
+        timeouts: {graceful: soon, header: -1}
+        limits: {body: 1.5, bodies: 3}
+        server_tokens: "yes"
+        routes:
+          - prefix: /
+            static: {root: www, index: index.html, autoindx: true}
+          - prefix: nope
+            cgi: {root: cgi-bin}
+            static: {root: www}
+        """, base)
+    assert sorted(found) == sorted([
+        "limits.bodies: unknown key",
+        "routes[0].static.autoindx: unknown key",
+        "routes[1].prefix: must be a path starting with '/', got 'nope'",
+        "routes[1]: a route needs exactly one handler: static or cgi",
+        'workers: expected an integer >= 1 or "auto", got 0',
+        "server_tokens: expected true or false, got the string 'yes'",
+        "timeouts.header: must be positive, got -1",
+        "timeouts.graceful: expected a number of seconds, got the string 'soon'",
+        "limits.body: expected an integer, got float 1.5",
+    ])
+
+
+def test_missing_directories_are_reported(base: Path) -> None:
+    found = problems("""
+        pidfile: /no/such/dir/forkd.pid
+        access_log: /no/such/dir/access.log
+        listen: ["unix:/no/such/dir/forkd.sock"]
+        routes: [{prefix: /, static: {root: missing}}]
+        """, base)
+    assert sorted(found) == sorted([
+        "listen[0]: no such directory: /no/such/dir",
+        "access_log: no such directory: /no/such/dir",
+        f"routes[0].static.root: no such directory: {base / 'missing'}",
+        "pidfile: no such directory: /no/such/dir",
+    ])
+
+
+def test_cross_checks(base: Path) -> None:
+    found = problems("""
+        listen: ["127.0.0.1:8080", "127.0.0.1:8080", "127.0.0.1:0", "127.0.0.1:0"]
+        user: no-such-user-forkd
+        group: no-such-group-forkd
+        limits: {request_line: 70000}
+        routes:
+          - {prefix: /static, static: {root: www}}
+          - {prefix: /static/, static: {root: www}}
+          - {prefix: /, static: {root: www}}
+          - {prefix: /cgi-bin/, cgi: {root: cgi-bin}}
+        """, base)
+    assert sorted(found) == sorted([
+        "limits.request_line: must not exceed limits.header_bytes",
+        "user: no such user: no-such-user-forkd",
+        "group: no such group: no-such-group-forkd",
+        "listen[1]: 127.0.0.1:8080 is already listed as listen[0]",
+        "routes[1].prefix: /static/ is already routes[0].prefix",
+        "routes[3]: unreachable: routes[2] (prefix /) matches first",
+    ])
+
+
+def test_every_problem_is_reported_together(base: Path) -> None:
+    found = problems("workers: x\nbacklog: y\nroutes: []\n", base)
+    assert len(found) == 3 and found[-1] == "routes: at least one route is required"
+
+
+def test_yaml_syntax_errors_give_the_line(base: Path) -> None:
+    (base / "bad.yaml").write_text("workers: 2\nroutes:\n  - prefix: /\n   static: {}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(base / "bad.yaml")
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{base / 'bad.yaml'}: YAML syntax error (line 4")
+
+
+def test_a_repeated_key_is_an_error_not_a_silent_override(base: Path) -> None:
+    [problem] = problems("workers: 2\nworkers: 4\n" + MINIMAL, base)
+    assert "(line 2, column 1): duplicate key 'workers'" in problem
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path / "absent.yaml")
+    assert caught.value.problems == [f"{tmp_path / 'absent.yaml'}: cannot read: No such file or directory"]
+
+
+def test_top_level_must_be_a_mapping(base: Path) -> None:
+    assert problems("- a\n- b\n", base) == ["(top level): expected a mapping, got a list"]
+
+
+def test_workers_auto_is_the_cpu_count(base: Path) -> None:
+    assert loads("workers: auto\n" + MINIMAL, base).workers == (os.cpu_count() or 1)
+
+
+def test_unix_mode_accepts_octal_text(base: Path) -> None:
+    assert loads("unix_mode: '0660'\n" + MINIMAL, base).unix_mode == 0o660
+    assert problems("unix_mode: '0999'\n" + MINIMAL, base) == [
+        "unix_mode: expected permission bits such as \"0660\", got '0999'"]
+
+
+def test_interpreters_are_found_in_path(base: Path) -> None:
+    config = loads("routes: [{prefix: /, cgi: {root: cgi-bin, interpreters: {.sh: sh}}}]\n", base)
+    assert config.routes[0].cgi is not None
+    assert os.path.basename(config.routes[0].cgi.interpreters[".sh"]) == "sh"
+    assert problems("routes: [{prefix: /, cgi: {root: cgi-bin, interpreters: "
+                    "{.x: no-such-program-forkd, py: /bin/sh}}}]\n", base) == [
+        "routes[0].cgi.interpreters..x: no program named 'no-such-program-forkd' in PATH",
+        "routes[0].cgi.interpreters.py: extension must be a string starting with '.'",
+    ]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1:8080", ListenAddress("inet", "127.0.0.1", 8080)),
+    (":8080", ListenAddress("inet", "0.0.0.0", 8080)),
+    ("[::1]:0", ListenAddress("inet6", "::1", 0)),
+    ("unix:/run/forkd.sock", ListenAddress("unix", path="/run/forkd.sock")),
+])
+def test_listen_addresses(text: str, expected: ListenAddress) -> None:
+    assert parse_listen(text) == expected
+    if not text.startswith(":"):
+        assert str(expected) == text
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("8080", 'expected "host:port", "[v6]:port" or "unix:/path", got \'8080\''),
+    ("localhost:99999", 'expected "host:port", "[v6]:port" or "unix:/path", got \'localhost:99999\''),
+    ("::1:80", "IPv6 addresses need brackets: [::1]:80"),
+    ("unix:", "unix: needs a socket path"),
+    (8080, "expected an address string, got int 8080"),
+])
+def test_bad_listen_addresses(text: object, reason: str) -> None:
+    assert parse_listen(text) == reason
