@@ -104,6 +104,8 @@ class StaticHandler:
         self.config = config
         self.root = str(config.root).rstrip("/") or "/"
         self.root_real = os.path.realpath(self.root)
+        # Index names are file names: one with a "/" or a dot-segment could leave the directory.
+        self.index = tuple(name for name in config.index if name not in ("", ".", "..") and "/" not in name)
         success = [("Cache-Control", config.cache_control)] if config.cache_control else []
         success += [(name, value) for name, value in config.headers.items()]
         self.success_headers = success  # on 2xx and 304 answers
@@ -173,7 +175,7 @@ class StaticHandler:
         return Response(301, [("Location", location), ("Content-Type", "text/html; charset=utf-8")], body)
 
     def _index(self, directory: str) -> _File | None:
-        for name in self.config.index:
+        for name in self.index:
             try:
                 entry = self._lookup(os.path.join(directory, name))
             except (NotFound, Forbidden):
