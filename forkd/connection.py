@@ -209,6 +209,8 @@ class Connection:
         self.request = request
         self.started = now
         request.conn = self.info
+        # Until the body is read the framing of the next request is unknown: an error now closes.
+        self.body_pending = request.has_body
         worker.slot.busy(self.slot_line)
         try:
             if request.path == "*":
@@ -227,7 +229,6 @@ class Connection:
             self._dispatch(handler, now)
             return
         self.handler = handler
-        self.body_pending = True
         if request.chunked:
             self.reader = ChunkedDecoder(worker.limits.body)
             self.body_file = tempfile.SpooledTemporaryFile(MEMORY_BODY)
