@@ -29,7 +29,7 @@ from forkd.handlers.cgi_env import Script, ServerFacts, base_environment, build_
 from forkd.handlers.cgi_output import (
     MAX_HEADER_BYTES, LocalRedirect, MalformedOutput, classify, find_end, line_start, parse,
 )
-from forkd.handlers.cgi_process import CgiProcess, ScriptTimeout, body_iterator
+from forkd.handlers.cgi_process import CgiProcess, ScriptTimeout, body_iterator, seal_descriptors
 from forkd.handlers.paths import normalize, strip_prefix
 from forkd.http.request import Request
 from forkd.http.response import Response
@@ -52,6 +52,9 @@ class CgiHandler:
         # Scripts without a request body read /dev/null: one descriptor for all of them (O_CLOEXEC
         # here; Popen dup2()s it onto the script's fd 0).
         self.stdin_null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        # The worker's working directory, returned to after each spawn (scripts start in their own).
+        self.home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        seal_descriptors()
         self._prepared: tuple[Request, Script] | None = None
 
     # -- the Handler protocol --------------------------------------------------------------------
@@ -63,7 +66,7 @@ class CgiHandler:
         translated = self._translate(script.path_info) if script.path_info else None
         env = build_environ(request, script, self.base_env, self.facts, translated)
         process = CgiProcess(script.argv, env, script.directory, request.body, self.stdin_null,
-                             self.log, script.filename, self.cgi.timeout)
+                             self.home, self.log, script.filename, self.cgi.timeout)
         try:
             if script.nph:
                 return self._raw_response(process)
