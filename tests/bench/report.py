@@ -127,8 +127,8 @@ def memory_table(results: dict[str, Any]) -> list[str]:
     if "problem" in mem:
         return ["## Memory", "", f"Not measured: {_escape(mem['problem'])}", ""]
     lines = ["## Memory: forkd RSS around a long mixed load", "",
-             f"{mem['requests']:,} requests of a mix (files, HEAD, ranges, 404, listings, 1 MiB, "
-             f"CGI, Connection: close) in {mem['seconds']:.0f} s on a fresh forkd with 2 workers. "
+             f"{mem['requests']:,} requests of a mix (files, conditional GETs, ranges, 404, listings, "
+             f"1 MiB, CGI, Connection: close) in {mem['seconds']:.0f} s on a fresh forkd with 2 workers. "
              "Baseline = after a 2 s warm-up. Workers replaced during the test: "
              f"{'YES (figures unreliable)' if mem['workers_replaced'] else 'no'}.", "",
              "| process | RSS at start KiB | baseline KiB | after KiB | growth |",
@@ -203,6 +203,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     workloads = results["workloads"]
     peers = results["peers"]
@@ -221,6 +222,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
         unit = "MB/s" if workload["throughput"] else "req/s"
         ax.set_title(f"{_short(workload).replace(' MB/s', '')} ({unit})", fontsize=10)
         ax.tick_params(axis="x", labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
         top = max(values) if any(values) else 1
         for position, (value, note) in enumerate(zip(values, notes)):
             text = note or (f"{value:,.0f}" if value >= 100 else f"{value:.1f}")
@@ -234,6 +237,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _thousands(value: float, _position: int) -> str:
+    return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
 
 
 def _bars(results: dict[str, Any], workload: dict[str, Any],

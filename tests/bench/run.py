@@ -71,7 +71,7 @@ class Settings:
             seconds=args.seconds or (1 if quick else 2),
             threads=args.threads,
             idle=args.idle,
-            idle_seconds=3.0 if quick else 5.0,
+            idle_seconds=2.0 if quick else 5.0,
             memory_requests=args.memory_requests or (100_000 if quick else 1_000_000),
             memory_seconds=20.0 if quick else 100.0,
             out=Path(args.out) if args.out else RESULTS,
@@ -196,7 +196,7 @@ class Bench:
             opened = json.loads(holder.stdout.readline() or "{}")
             out: dict[str, Any] = dict(opened)
             try:
-                result = self.wrk.run(peer.url("/1k.txt"), s.seconds + 1)
+                result = self.wrk.run(peer.url("/1k.txt"), s.seconds)
                 out.update(result.as_dict())
                 out["p99_ms"] = result.p99_us / 1000
                 problem = wrong_statuses(result, CAPACITY)

@@ -1,0 +1,83 @@
+"""Rewrite the "## Benchmarks" section of README.md from results/latest.json.
+
+    python3 -m tests.bench.readme
+
+Only that section changes (up to the next "## " heading); the rest of README.md belongs to others.
+Kept apart from the run itself so that running the benchmark never edits the README.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tests.bench import report
+
+REPO = Path(__file__).resolve().parents[2]
+HEADING = "## Benchmarks"
+
+INTRO = """\
+forkd is measured in the same run, on the same files and the same loopback, as nginx, lighttpd,
+Apache httpd (prefork with mod_cgi), gunicorn (sync and gthread, with a small WSGI app serving the
+same files) and `python3 -m http.server`. One command starts them all with equivalent set-ups
+(2 workers where the server has workers, sendfile, no access log, 30 s keep-alive), drives them
+with wrk, stops them (also on Ctrl-C) and writes the tables and the chart:
+
+```sh
+python3 -m pip install -e '.[bench]'                 # matplotlib, gunicorn
+apt-get install -y nginx lighttpd apache2 wrk        # the harness does this itself when run as root
+python3 -m tests.bench             # full: ~8 minutes on 2 cores -> tests/bench/results/latest.{md,png,json}
+python3 -m tests.bench --quick     # under 2 minutes -> tests/bench/results/quick.{md,png,json}
+python3 -m tests.bench.readme      # copy the latest results into this section
+```
+
+`--only nginx,forkd-nolog` and `--workloads 1k-keepalive,cgi` narrow a run; `--help` lists the rest.
+Workloads: a 1 KiB file with keep-alive and with `Connection: close`, 1 MiB and 10 MiB files (MB/s),
+a 404, a directory listing of 50 files, a shell CGI "hello", all with 50 connections; capacity:
+the 1 KiB file while 5,000 idle keep-alive connections are held open; memory: forkd's RSS around
+1,000,000 mixed requests. Measurements are interleaved across servers and repeated three times
+(medians). Every run checks the first response (status, size, body) and that all responses had the
+expected status: a server that answers errors fast is disqualified (DQ), not fast. The harness
+(`tests/bench/`) is never run by pytest or CI.
+
+Read the figures as relative: wrk runs on the same cores as the servers and takes its share of
+the CPU, so nobody gets the whole machine.
+"""
+
+
+def section(results: dict) -> str:
+    lines = [HEADING, "", INTRO, "### Latest results", "", report.machine_line(results), "",
+             report.settings_line(results), ""]
+    lines += ["Requests per second (MB/s for the 1 MiB and 10 MiB files; capacity: requests per "
+              "second for the 1 KiB file beside the idle connections):", ""]
+    lines += report.summary_table(results)[2:]  # the table without its own heading
+    lines += ["", "![forkd and its peers, requests per second by workload]"
+              "(tests/bench/results/latest.png)", ""]
+    lines += [line.replace("## ", "#### ", 1) if line.startswith("## ") else line
+              for line in report.memory_table(results)]
+    lines += ["Every workload's table (p99 latency, socket errors, ratio to nginx), the capacity "
+              "details and the server versions: [tests/bench/results/latest.md]"
+              "(tests/bench/results/latest.md); raw numbers: `latest.json`.", ""]
+    return "\n".join(lines)
+
+
+def replace_section(readme: str, new: str) -> str:
+    start = readme.find(HEADING + "\n")
+    if start < 0:
+        return readme.rstrip("\n") + "\n\n" + new
+    end = readme.find("\n## ", start + len(HEADING))
+    tail = readme[end + 1:] if end >= 0 else ""
+    return readme[:start] + new + ("\n" + tail if tail else "")
+
+
+def main() -> int:
+    results = json.loads((Path(__file__).parent / "results" / "latest.json").read_text())
+    path = REPO / "README.md"
+    path.write_text(replace_section(path.read_text(), section(results)))
+    print(f"updated the {HEADING!r} section of {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
