@@ -41,6 +41,7 @@ import io
 import os
 import select
 import socket
+import struct
 import tempfile
 import time
 import traceback
@@ -74,6 +75,7 @@ LINGER_SECONDS = 2.0
 MAX_REDIRECTS = 10
 PIPELINE_BURST = 16  # requests served from one buffer before other connections get a turn
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, drops unsent data
 OPTIONS_ALLOW = "GET, HEAD, POST, OPTIONS"
 
 EPOLLIN = select.EPOLLIN
@@ -155,6 +157,9 @@ class Connection:
         elif state == HEAD or state == BODY:
             self.fail(RequestTimeout("request not received in time"), now)
         elif state == WRITE:
+            # Reset rather than close: a graceful close would leave the unread response in the
+            # kernel's send buffer, trickling out to the slow reader for a long time.
+            self._reset_on_close()
             self.abort("client did not read the response in time")
         else:
             self.close()
@@ -518,6 +523,12 @@ class Connection:
         self.buffer = bytearray()
         self.state = LINGER
         self.deadline = now + LINGER_SECONDS
+
+    def _reset_on_close(self) -> None:
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        except OSError:
+            pass
 
     def abort(self, reason: str) -> None:
         """Drop the connection mid-request (client gone, send timeout, broken body iterator)."""
