@@ -29,18 +29,34 @@ from forkd import __version__, pidfile
 from forkd.config import ConfigError, load
 from forkd.logs import ErrorLog
 
-ACTIONS = {"reload": signal.SIGHUP, "stop": signal.SIGTERM, "quit": signal.SIGQUIT,
-           "reopen": signal.SIGUSR1}
+ACTIONS = {
+    "reload": signal.SIGHUP,
+    "stop": signal.SIGTERM,
+    "quit": signal.SIGQUIT,
+    "reopen": signal.SIGUSR1,
+}
 RELOAD_WAIT = 45.0  # seconds: above the master's boot timeout for a new generation
 POLL = 0.02
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config", "config_file", required=True, metavar="FILE",
-              type=click.Path(dir_okay=False), help="The YAML configuration file.")
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    required=True,
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="The YAML configuration file.",
+)
 @click.option("-t", "--check", is_flag=True, help="Validate the configuration and exit.")
-@click.option("-s", "--signal", "action", type=click.Choice(list(ACTIONS)),
-              help="Signal the running master: reload (and wait), stop, quit or reopen.")
+@click.option(
+    "-s",
+    "--signal",
+    "action",
+    type=click.Choice(list(ACTIONS)),
+    help="Signal the running master: reload (and wait), stop, quit or reopen.",
+)
 @click.version_option(__version__, "--version", prog_name="forkd", message="%(prog)s %(version)s")
 def main(config_file: str, check: bool, action: str | None) -> None:
     """forkd: a prefork HTTP/1.1 server for static files and CGI."""
@@ -117,7 +133,9 @@ def reload(pid: int, pid_path: Path) -> int:
             if status.ok:
                 click.echo(f"forkd: reloaded, generation {status.generation} is serving")
                 return 0
-            return fail(f"reload failed, generation {status.generation} still serving: {status.message}")
+            return fail(
+                f"reload failed, generation {status.generation} still serving: {status.message}"
+            )
         if not pidfile.is_forkd_master(pid):
             return fail(f"the master (pid {pid}) exited during the reload")
         time.sleep(POLL)
@@ -134,7 +152,7 @@ def wait_for_exit(pid: int, timeout: float) -> int:
 
 
 def pidfile_of(config_file: str) -> tuple[Path | None, float]:
-    """The pidfile (and graceful timeout) of a config, even a broken one: stopping must still work."""
+    """The pidfile and graceful timeout of a config, even a broken one: stopping must still work."""
     try:
         config = load(config_file)
         return config.pidfile, config.timeouts.graceful

@@ -179,7 +179,8 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if isinstance(key, collections.abc.Hashable) and key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
 
@@ -206,7 +207,10 @@ class _Builder:
         values = {}
         for name, spec in fields.items():
             if name not in data:
-                if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                if (
+                    spec.default is dataclasses.MISSING
+                    and spec.default_factory is dataclasses.MISSING
+                ):
                     self.fail(_join(path, name), "required key is missing")
                 continue
             special = getattr(self, f"_field_{cls.__name__}_{name}", None)
@@ -241,7 +245,9 @@ class _Builder:
             if not isinstance(items, list):
                 self.fail(path, f"expected a list, got {_kind(data)}")
                 return ()
-            return tuple(self.value(args[0], item, f"{path}[{i}]", meta) for i, item in enumerate(items))
+            return tuple(
+                self.value(args[0], item, f"{path}[{i}]", meta) for i, item in enumerate(items)
+            )
         if origin in (collections.abc.Mapping, dict):
             if not isinstance(data, dict):
                 self.fail(path, f"expected a mapping, got {_kind(data)}")
@@ -254,7 +260,7 @@ class _Builder:
                 )
             return types.MappingProxyType(out)
         if dataclasses.is_dataclass(hint):
-            return self.build(hint, data, path)
+            return self.build(hint, data, path)  # type: ignore[arg-type]
         if hint is Path:
             return self.path(data, path, meta.get("path", "any"))
         if hint is bool:
@@ -326,7 +332,7 @@ class _Builder:
             except ValueError:
                 pass
         if isinstance(data, bool) or not isinstance(data, int) or not 0 <= data <= 0o777:
-            self.fail(path, f"expected permission bits such as \"0660\", got {data!r}")
+            self.fail(path, f'expected permission bits such as "0660", got {data!r}')
             return 0o666
         return data
 
@@ -424,9 +430,13 @@ class _Builder:
                 continue
             key = route.prefix.rstrip("/") or "/"
             if catch_all is not None:
-                self.fail(f"routes[{i}]", f"unreachable: routes[{catch_all}] (prefix /) matches first")
+                self.fail(
+                    f"routes[{i}]", f"unreachable: routes[{catch_all}] (prefix /) matches first"
+                )
             elif key in seen:
-                self.fail(f"routes[{i}].prefix", f"{route.prefix} is already routes[{seen[key]}].prefix")
+                self.fail(
+                    f"routes[{i}].prefix", f"{route.prefix} is already routes[{seen[key]}].prefix"
+                )
             seen.setdefault(key, i)
             if key == "/" and catch_all is None:
                 catch_all = i
@@ -460,6 +470,9 @@ def _join(path: str, key: Any) -> str:
 def _kind(data: Any) -> str:
     if data is None:
         return "nothing"
-    return {dict: "a mapping", list: "a list", str: f"the string {data!r}", bool: f"{data}".lower()}.get(
-        type(data), f"{type(data).__name__} {data!r}"
-    )
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: f"the string {data!r}",
+        bool: f"{data}".lower(),
+    }.get(type(data), f"{type(data).__name__} {data!r}")

@@ -1,13 +1,14 @@
 """Listening sockets: bound from the config, or inherited from systemd socket activation.
 
-The master owns every listener. It binds them once, before any worker exists, and keeps them open for
-its whole life, so a reload never closes a socket that clients are connecting to; workers inherit them
-across fork. All listeners are non-blocking (workers multiplex accept with their other connections)
-and close-on-exec (CGI children must never hold them: a script left running would keep the port).
+The master owns every listener. It binds them once, before any worker exists, and keeps them open
+for its whole life, so a reload never closes a socket that clients are connecting to; workers
+inherit them across fork. All listeners are non-blocking (workers multiplex accept with their other
+connections) and close-on-exec (CGI children must never hold them: a script left running would keep
+the port).
 
-A Listener we bound ourselves is `owned`: when it is closed at exit, its unix socket path is unlinked,
-but only if the file there is still the one we created (a newer forkd may have replaced it). Sockets
-passed by systemd are never re-bound and never unlinked: systemd owns them.
+A Listener we bound ourselves is `owned`: when it is closed at exit, its unix socket path is
+unlinked, but only if the file there is still the one we created (a newer forkd may have replaced
+it). Sockets passed by systemd are never re-bound and never unlinked: systemd owns them.
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ def from_fds(fds: list[int]) -> list[Listener]:
         if sock.type != socket.SOCK_STREAM:
             raise ListenError(f"file descriptor {fd} from systemd is not a stream socket")
         sock.setblocking(False)
-        sock.set_inheritable(False)  # systemd passes them inheritable; CGI children must not get them
+        sock.set_inheritable(
+            False
+        )  # systemd passes them inheritable; CGI children must not get them
         listeners.append(Listener(address_of(sock), sock, owned=False))
     return listeners
 

@@ -2,35 +2,36 @@
 
 Theory of operation
 -------------------
-The master binds the listeners (or adopts systemd's), forks the workers and then only supervises: it
-never parses HTTP and never touches a client connection. Everything happens in one loop that sleeps in
-a selector over (a) a self-pipe that `signal.set_wakeup_fd` writes to when any signal arrives and
-(b) one notify pipe per worker. Signal handlers only append the signal number to a queue; the loop
-drains the queue and dispatches each signal through the explicit `self.signal_table`, so no logging,
-forking or reaping ever runs inside a handler.
+The master binds the listeners (or adopts systemd's), forks the workers and then only supervises:
+it never parses HTTP and never touches a client connection. Everything happens in one loop that
+sleeps in a selector over (a) a self-pipe that `signal.set_wakeup_fd` writes to when any signal
+arrives and (b) one notify pipe per worker. Signal handlers only append the signal number to a
+queue; the loop drains the queue and dispatches each signal through the explicit
+`self.signal_table`, so no logging, forking or reaping ever runs inside a handler.
 
-Workers are grouped in *generations*. A generation is one config plus the listeners it serves. At start
-and on every HUP a new generation is *pending*: its workers are forked and the master waits until each
-one has written READY on its pipe. Only then is the generation *committed*: it becomes the serving one
-and the previous generation's workers get TERM (retire gracefully: finish what they hold, then exit).
-A pending generation whose worker dies before READY, or that is not ready within BOOT_TIMEOUT, is
-killed and the old generation keeps serving; the reload is reported as failed. Listeners whose address
-the new config still lists are the very same sockets, so nothing ever stops listening; addresses that
-disappeared are closed once the last worker of the generation that used them is gone.
+Workers are grouped in *generations*. A generation is one config plus the listeners it serves. At
+start and on every HUP a new generation is *pending*: its workers are forked and the master waits
+until each one has written READY on its pipe. Only then is the generation *committed*: it becomes
+the serving one and the previous generation's workers get TERM (retire gracefully: finish what they
+hold, then exit). A pending generation whose worker dies before READY, or that is not ready within
+BOOT_TIMEOUT, is killed and the old generation keeps serving; the reload is reported as failed.
+Listeners whose address the new config still lists are the very same sockets, so nothing ever stops
+listening; addresses that disappeared are closed once the last worker of the generation that used
+them is gone.
 
 Liveness: each worker writes a heartbeat byte at least once a second, and its scoreboard Slot says
 which request it is serving and since when. A worker silent for `timeouts.worker`, or busy with one
-request for that long, is killed with SIGKILL and replaced; the error log names its pid and the request.
-A worker that wants to retire (`limits.worker_requests`) first gets a replacement; only when that one
-is READY does the old one get TERM, and at most one such recycle runs at a time, so capacity never
-drops. A worker that dies before READY, or within CRASH_WINDOW of its start, is a crash: replacements
-are then delayed by a back-off that doubles up to BACKOFF_MAX, so a broken deployment never becomes a
-fork storm. Every exit is logged with its cause.
+request for that long, is killed with SIGKILL and replaced; the error log names its pid and the
+request. A worker that wants to retire (`limits.worker_requests`) first gets a replacement; only
+when that one is READY does the old one get TERM, and at most one such recycle runs at a time, so
+capacity never drops. A worker that dies before READY, or within CRASH_WINDOW of its start, is a
+crash: replacements are then delayed by a back-off that doubles up to BACKOFF_MAX, so a broken
+deployment never becomes a fork storm. Every exit is logged with its cause.
 
-The master keeps the privileges it started with and only workers switch to `user`/`group` (after fork,
-before they run any request code): a reload may bind a new privileged port, re-open root-owned logs and
-re-read a config only root can read, exactly as nginx's and gunicorn's masters do. The master runs no
-request-driven code, so keeping root there exposes little.
+The master keeps the privileges it started with and only workers switch to `user`/`group` (after
+fork, before they run any request code): a reload may bind a new privileged port, re-open
+root-owned logs and re-read a config only root can read, exactly as nginx's and gunicorn's masters
+do. The master runs no request-driven code, so keeping root there exposes little.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from forkd import listeners as listeners_module
 from forkd import pidfile, worker
 from forkd.config import Config, ConfigError, load
 from forkd.listeners import Listener, ListenError
-from forkd.logs import ErrorLog
+from forkd.logs import LEVELS, ErrorLog
 from forkd.scoreboard import Slot
 from forkd.systemd import Notifier, listen_fds
 
@@ -63,8 +64,10 @@ CRASH_WINDOW = 1.0  # a worker dying this soon after its start counts as a crash
 BACKOFF_FIRST = 0.1  # seconds before respawning after the first crash; doubles per crash
 BACKOFF_MAX = 10.0
 FAST_STOP_WAIT = 2.0  # INT/QUIT: seconds the workers get to exit before SIGKILL
+BLOCKED_AFTER = 2.0  # seconds without a heartbeat (two beats) after which a worker is blocked
 TICK = 0.25  # the loop wakes at least this often to check timers and stuck workers
 PR_SET_PDEATHSIG = 1
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
 
@@ -113,8 +116,9 @@ class PendingGeneration:
 
 
 class Master:
-    def __init__(self, config: Config, log: ErrorLog, notifier: Notifier,
-                 systemd_fds: list[int]) -> None:
+    def __init__(
+        self, config: Config, log: ErrorLog, notifier: Notifier, systemd_fds: list[int]
+    ) -> None:
         assert config.source is not None
         self.config_path = config.source
         self.log = log
@@ -130,7 +134,9 @@ class Master:
         self.target = config.workers
         self.crashes = 0
         self.spawn_after = 0.0
-        self.closing: list[tuple[int, list[Listener]]] = []  # (last generation using them, listeners)
+        self.closing: list[
+            tuple[int, list[Listener]]
+        ] = []  # (last generation using them, listeners)
         self.stop_deadline: float | None = None
         self.exit_code = 0
         self.signals: list[int] = []
@@ -180,7 +186,9 @@ class Master:
         preload_worker_code()
         self.reloads = pidfile.ReloadRecorder(self.pidfile, self.pid, 1)
         generation = Generation(1, config, listeners)
-        self.pending = PendingGeneration(generation, time.monotonic(), 0, new_listeners=list(listeners))
+        self.pending = PendingGeneration(
+            generation, time.monotonic(), 0, new_listeners=list(listeners)
+        )
         for _ in range(config.workers):
             self.spawn(generation)
 
@@ -190,8 +198,10 @@ class Master:
                 adopted = listeners_module.from_fds(self.systemd_fds)
             except (ListenError, OSError) as exc:
                 raise StartupError(f"socket activation: {exc}") from None
-            self.log.info(f"socket activation: {len(adopted)} listener(s) from systemd; "
-                          "the listen setting is ignored")
+            self.log.info(
+                f"socket activation: {len(adopted)} listener(s) from systemd; "
+                "the listen setting is ignored"
+            )
             return adopted
         bound: list[Listener] = []
         try:
@@ -286,10 +296,24 @@ class Master:
 
     # -- worker processes -----------------------------------------------------------------------
 
-    def spawn(self, generation: Generation, replaces: int | None = None) -> WorkerRecord:
-        read_fd, write_fd = os.pipe()
+    def spawn(self, generation: Generation, replaces: int | None = None) -> WorkerRecord | None:
+        """Fork one worker; None (logged, counted as a crash) when the system refuses."""
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError as exc:
+            self.log.error(f"cannot start a worker: {exc.strerror}")
+            self.crashed()
+            return None
         slot = Slot()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            slot.close()
+            self.log.error(f"cannot start a worker: fork: {exc.strerror}")
+            self.crashed()
+            return None
         if pid == 0:
             os.close(read_fd)
             self.run_child(generation, write_fd, slot)
@@ -304,9 +328,10 @@ class Master:
 
     def run_child(self, generation: Generation, notify_fd: int, slot: Slot) -> NoReturn:
         """In the forked child: shed the master's state, become a worker, never return."""
-        code = 1
+        code = worker.EXIT_BOOT_FAILED
         try:
             self.prepare_child(generation)
+            code = 1
             context = worker.WorkerContext(
                 config=generation.config,
                 listeners=[listener.sock for listener in generation.listeners],
@@ -340,8 +365,7 @@ class Master:
         drop_privileges(generation.config)
         # Set after the privilege drop, which clears it (prctl(2)); then make sure the master did
         # not die before it was set.
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != self.pid:
             os._exit(1)
 
@@ -437,7 +461,9 @@ class Master:
         self.crashes += 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self.crashes - 1))
         self.spawn_after = time.monotonic() + delay
-        self.log.warning(f"{self.crashes} worker crash(es) in a row: next worker starts in {delay:.1f}s")
+        self.log.warning(
+            f"{self.crashes} worker crash(es) in a row: next worker starts in {delay:.1f}s"
+        )
 
     # -- generations ----------------------------------------------------------------------------
 
@@ -469,11 +495,16 @@ class Master:
         for listener in new:
             self.log.info(f"listening on {listener.real_address}")
         generation = Generation(self.generation.number + 1, config, listeners)
-        self.pending = PendingGeneration(generation, time.monotonic(), serial, new, dropped)
+        pending = PendingGeneration(generation, time.monotonic(), serial, new, dropped)
+        self.pending = pending
         for _ in range(config.workers):
-            self.spawn(generation)
+            if self.spawn(generation) is None:
+                pending.failure = "could not fork the new workers"
+                return
 
-    def plan_listeners(self, config: Config) -> tuple[list[Listener], list[Listener], list[Listener]]:
+    def plan_listeners(
+        self, config: Config
+    ) -> tuple[list[Listener], list[Listener], list[Listener]]:
         """(the new generation's listeners, those bound for it, old ones it no longer uses)."""
         assert self.generation is not None
         current = self.generation.listeners
@@ -541,7 +572,9 @@ class Master:
             raise StartupError(f"workers could not start: {reason}")
         for listener in pending.new_listeners:
             listener.close()
-        self.log.error(f"reload failed: {reason}; still serving generation {self.generation.number}")
+        self.log.error(
+            f"reload failed: {reason}; still serving generation {self.generation.number}"
+        )
         self.end_reload(pending.serial, False, reason)
 
     def end_reload(self, serial: int, ok: bool, message: str) -> None:
@@ -558,9 +591,14 @@ class Master:
     def apply_master_settings(self, config: Config) -> None:
         """Settings the master itself uses, taken from a newly committed config."""
         if config.error_log != self.log.file.target:
-            self.log = ErrorLog(config.error_log, config.log_level)
-        else:
-            self.log.threshold = ErrorLog(None, config.log_level).threshold
+            try:
+                log = ErrorLog(config.error_log, config.log_level)
+            except OSError as exc:
+                self.log.error(f"cannot open error_log {config.error_log}: {exc.strerror}")
+            else:
+                self.log.file.close()
+                self.log = log
+        self.log.threshold = LEVELS[config.log_level]
         if config.pidfile != self.pidfile:
             self.log.warning("a changed pidfile takes effect at the next restart")
 
@@ -582,8 +620,11 @@ class Master:
 
     def current_workers(self) -> list[WorkerRecord]:
         """The serving generation's workers that are neither retiring nor being killed."""
-        return [w for w in self.workers.values()
-                if w.generation is self.generation and w.retiring is None and not w.killed]
+        return [
+            w
+            for w in self.workers.values()
+            if w.generation is self.generation and w.retiring is None and not w.killed
+        ]
 
     def manage_workers(self) -> None:
         if self.generation is None:
@@ -605,12 +646,20 @@ class Master:
 
     def recycle_one(self, active: list[WorkerRecord]) -> None:
         """Start the replacement of the oldest worker that asked to retire; one at a time."""
-        candidates = sorted((w for w in active if w.wants_retirement and w.ready),
-                            key=lambda w: w.started)
+        candidates = sorted(
+            (w for w in active if w.wants_retirement and w.ready), key=lambda w: w.started
+        )
         if candidates and self.generation is not None:
             self.spawn(self.generation, replaces=candidates[0].pid)
 
     def check_workers(self) -> None:
+        """Kill stuck workers; kill retiring workers past timeouts.graceful.
+
+        A worker multiplexes its connections, so a request in flight for a long time while the
+        loop keeps turning (a big download to a slow client) is healthy: timeouts.send governs it.
+        A worker is stuck when its loop stops turning: silent for timeouts.worker, or blocked right
+        now (silent for BLOCKED_AFTER) inside a request that began more than timeouts.worker ago.
+        """
         now = time.monotonic()
         for record in list(self.workers.values()):
             if record.killed:
@@ -618,12 +667,13 @@ class Master:
             limit = record.config.timeouts.worker
             busy, request_line = record.slot.read()
             silent = now - record.last_seen
-            if busy > limit:
-                self.stuck(record, f"busy for {busy:.1f}s serving {request_line!r}")
-            elif silent > limit:
-                serving = f" while serving {request_line!r}" if request_line else ""
+            if silent > limit or (busy > limit and silent > BLOCKED_AFTER):
+                serving = f", busy for {busy:.1f}s serving {request_line!r}" if request_line else ""
                 self.stuck(record, f"silent for {silent:.1f}s{serving}")
-            elif record.retiring is not None and now - record.retiring > record.config.timeouts.graceful:
+            elif (
+                record.retiring is not None
+                and now - record.retiring > record.config.timeouts.graceful
+            ):
                 self.kill(record, "still running after timeouts.graceful")
             elif record.ready and self.crashes and now - record.started > CRASH_WINDOW:
                 self.crashes = 0  # a worker survived: the crash streak is over
@@ -719,7 +769,7 @@ def drain(fd: int) -> None:
 
 
 def raise_nofile_limit() -> None:
-    """Each connection is a descriptor; the default soft limit (1024) is far below what a worker holds."""
+    """Each connection is a descriptor: the usual soft limit (1024) is far too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
@@ -744,13 +794,14 @@ def check_user(config: Config) -> None:
         uid, gid = user_ids(config)
     except KeyError as exc:
         raise StartupError(f"unknown user or group: {exc}") from None
-    if os.geteuid() != 0 and ((uid is not None and uid != os.geteuid())
-                              or (gid is not None and gid != os.getegid())):
+    if os.geteuid() != 0 and (
+        (uid is not None and uid != os.geteuid()) or (gid is not None and gid != os.getegid())
+    ):
         raise StartupError("user/group set but forkd is not running as root")
 
 
 def own_logs(config: Config) -> None:
-    """Create the log files and hand them to the workers' user, so they can write and reopen them."""
+    """Create the log files and give them to the workers' user: they write and reopen them."""
     uid, gid = user_ids(config)
     if uid is None and gid is None:
         return
@@ -779,7 +830,7 @@ def drop_privileges(config: Config) -> None:
 
 
 def preload_worker_code() -> None:
-    """Import the handlers once in the master, so each fork starts serving without importing them."""
+    """Import the handlers once in the master, so a new worker serves without importing them."""
     for module in ("forkd.handlers.static", "forkd.handlers.cgi", "forkd.http.parser"):
         try:
             __import__(module)

@@ -1,20 +1,21 @@
 """The files beside the master: its pidfile and its reload status file.
 
-The pidfile holds the master's pid followed by a newline. It is written atomically (a temporary file in
-the same directory, then rename) so a reader never sees it half written, and removed at exit only if
-it still holds our pid.
+The pidfile holds the master's pid followed by a newline. It is written atomically (a temporary
+file in the same directory, then rename) so a reader never sees it half written, and removed at
+exit only if it still holds our pid.
 
-The reload status file (`PIDFILE.reload`) is how `forkd -s reload` learns the outcome of a reload that
-the running master performed, since a signal carries no reply. It is a small JSON object, also written
-atomically:
+The reload status file (`PIDFILE.reload`) is how `forkd -s reload` learns the outcome of a reload
+that the running master performed, since a signal carries no reply. It is a small JSON object, also
+written atomically:
 
     {"pid": 1234, "started": 7, "finished": 7, "ok": true, "generation": 8, "message": "..."}
 
-`started` counts reloads begun by this master; the master writes it *before* it reads the config file.
-`finished` and the rest describe the last reload that ended. A client that read `started = S`, then sent
-SIGHUP, waits for `finished > S`: every reload numbered above S began after the client's read, so it
-read the config after the operator's edit. Concurrent clients cannot be handed a result that predates
-their edit, and several HUPs arriving together are simply served by one reload.
+`started` counts reloads begun by this master; the master writes it *before* it reads the config
+file. `finished` and the rest describe the last reload that ended. A client that read `started =
+S`, then sent SIGHUP, waits for `finished > S`: every reload numbered above S began after the
+client's read, so it read the config after the operator's edit. Concurrent clients cannot be handed
+a result that predates their edit, and several HUPs arriving together are simply served by one
+reload.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """systemd integration written by hand: socket activation and sd_notify, no libsystemd.
 
-Socket activation (sd_listen_fds(3)): systemd passes listening sockets as file descriptors 3, 4, ...
-and sets LISTEN_FDS to their number and LISTEN_PID to the pid they are meant for (a process that
-forked without exec must not take them). The variables are removed from the environment once read,
-so neither workers nor CGI scripts believe the sockets are theirs.
+Socket activation (sd_listen_fds(3)): systemd passes listening sockets as file descriptors 3, 4,
+... and sets LISTEN_FDS to their number and LISTEN_PID to the pid they are meant for (a process
+that forked without exec must not take them). The variables are removed from the environment once
+read, so neither workers nor CGI scripts believe the sockets are theirs.
 
 Notification (sd_notify(3)): NOTIFY_SOCKET names an AF_UNIX datagram socket, a path or an abstract
 name written with a leading "@". Each message is newline-separated KEY=VALUE lines. forkd sends
 READY=1 once its first generation serves, RELOADING=1 with MONOTONIC_USEC at the start of a reload
-and READY=1 at its end, STATUS= lines, and STOPPING=1. The variable is removed from the environment too:
-only the master (the service's main pid) may notify. Without NOTIFY_SOCKET every call is a no-op.
+and READY=1 at its end, STATUS= lines, and STOPPING=1. The variable is removed from the environment
+too: only the master (the service's main pid) may notify. Without NOTIFY_SOCKET every call is a
+no-op.
 """
 
 from __future__ import annotations

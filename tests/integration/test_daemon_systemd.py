@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -28,21 +28,27 @@ def write_site(tmp_path: Path) -> Path:
     cgi = tmp_path / "cgi"
     cgi.mkdir()
     script = cgi / "fds.sh"
-    script.write_text("#!/bin/sh\necho 'Content-Type: text/plain'\necho\n"
-                      "echo \"LISTEN_FDS=${LISTEN_FDS:-unset} NOTIFY_SOCKET=${NOTIFY_SOCKET:-unset}\"\n"
-                      "ls /proc/$$/fd\n")
+    script.write_text(
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\n"
+        'echo "LISTEN_FDS=${LISTEN_FDS:-unset} NOTIFY_SOCKET=${NOTIFY_SOCKET:-unset}"\n'
+        "ls /proc/$$/fd\n"
+    )
     script.chmod(0o755)
     config = tmp_path / "forkd.yaml"
     config.write_text(
-        f"listen: ['127.0.0.1:1']\nworkers: 2\npidfile: forkd.pid\nerror_log: {tmp_path}/error.log\n"
+        "listen: ['127.0.0.1:1']\nworkers: 2\npidfile: forkd.pid\n"
+        f"error_log: {tmp_path}/error.log\n"
         "access_log: null\nroutes:\n"
         f"  - {{prefix: /cgi-bin/, cgi: {{root: {cgi}}}}}\n"
-        f"  - {{prefix: /, static: {{root: {tmp_path / 'www'}}}}}\n")
+        f"  - {{prefix: /, static: {{root: {tmp_path / 'www'}}}}}\n"
+    )
     return config
 
 
-@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
-                    reason="systemd-socket-activate is not installed")
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None,
+    reason="systemd-socket-activate is not installed",
+)
 def test_socket_activation(tmp_path: Path) -> None:
     config = write_site(tmp_path)
     log = tmp_path / "error.log"
@@ -54,10 +60,21 @@ def test_socket_activation(tmp_path: Path) -> None:
         for _ in range(20):
             port = random.randint(20000, 60000)
             proc = subprocess.Popen(
-                ["systemd-socket-activate", "-l", f"127.0.0.1:{port}",
-                 sys.executable, "-m", "forkd", "-c", str(config)],
-                env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                stderr=open(activate_log, "w"))
+                [
+                    "systemd-socket-activate",
+                    "-l",
+                    f"127.0.0.1:{port}",
+                    sys.executable,
+                    "-m",
+                    "forkd",
+                    "-c",
+                    str(config),
+                ],
+                env=env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=open(activate_log, "w"),
+            )
             deadline = time.monotonic() + 10
             while proc.poll() is None and "Listening on" not in activate_log.read_text():
                 assert time.monotonic() < deadline, "systemd-socket-activate did not start"
@@ -95,8 +112,11 @@ def test_sd_notify_messages_arrive_in_order(make_daemon: MakeDaemon, tmp_path: P
         receiver.bind("\0" + name[1:])
         receiver.settimeout(10)
         (tmp_path / "www").mkdir()
-        daemon = make_daemon({"routes": [{"prefix": "/", "static": {"root": str(tmp_path / "www")}}]},
-                             start=False, env=dict(os.environ, NOTIFY_SOCKET=name))
+        daemon = make_daemon(
+            {"routes": [{"prefix": "/", "static": {"root": str(tmp_path / "www")}}]},
+            start=False,
+            env=dict(os.environ, NOTIFY_SOCKET=name),
+        )
         daemon.start()
         daemon.signal(signal.SIGHUP)
         daemon.wait_for_log("ready: generation 2")
@@ -107,10 +127,14 @@ def test_sd_notify_messages_arrive_in_order(make_daemon: MakeDaemon, tmp_path: P
         try:
             while True:
                 messages.append(receiver.recv(4096).decode())
-        except socket.timeout:
+        except TimeoutError:
             pass
-    kinds = [line for message in messages for line in message.split("\n")
-             if line in ("READY=1", "RELOADING=1", "STOPPING=1")]
+    kinds = [
+        line
+        for message in messages
+        for line in message.split("\n")
+        if line in ("READY=1", "RELOADING=1", "STOPPING=1")
+    ]
     assert kinds == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], messages
     assert "STATUS=generation 1, 2 workers" in messages[0]
     reloading = next(m for m in messages if "RELOADING=1" in m)
@@ -124,16 +148,27 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
     units = [ROOT / "systemd" / "forkd.socket", ROOT / "systemd" / "forkd.service"]
-    result = subprocess.run(["systemd-analyze", "verify", *map(str, units)],
-                            capture_output=True, text=True, timeout=60)
-    complaints = [line for line in (result.stdout + result.stderr).splitlines()
-                  if line.strip() and "/usr/local/bin/forkd is not executable" not in line]
-    if result.returncode != 0 and any("Failed to" in line and "manager" in line for line in complaints):
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, timeout=60
+    )
+    complaints = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and "/usr/local/bin/forkd is not executable" not in line
+    ]
+    if result.returncode != 0 and any(
+        "Failed to" in line and "manager" in line for line in complaints
+    ):
         pytest.skip(f"systemd-analyze cannot run here: {complaints}")
     assert complaints == []
     service = units[1].read_text()
-    for setting in ("Type=notify", "KillMode=mixed", "NoNewPrivileges=yes", "ProtectSystem=strict",
-                    "ExecReload=/usr/local/bin/forkd -c /etc/forkd/site.yaml -s reload"):
+    for setting in (
+        "Type=notify",
+        "KillMode=mixed",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ExecReload=/usr/local/bin/forkd -c /etc/forkd/site.yaml -s reload",
+    ):
         assert setting in service
     assert "MemoryDenyWriteExecute" not in service.replace("MemoryDenyWriteExecute is", "")
     stop = int(re.search(r"TimeoutStopSec=(\d+)", service).group(1))  # type: ignore[union-attr]

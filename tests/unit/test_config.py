@@ -51,8 +51,10 @@ def test_defaults_live_in_the_dataclasses(base: Path) -> None:
 
 
 def test_relative_paths_resolve_against_the_config_directory(base: Path) -> None:
-    (base / "site.yaml").write_text("pidfile: run.pid\naccess_log: access.log\nerror_log: '-'\n"
-                                    "listen: [unix:forkd.sock]\n" + MINIMAL)
+    (base / "site.yaml").write_text(
+        "pidfile: run.pid\naccess_log: access.log\nerror_log: '-'\n"
+        "listen: [unix:forkd.sock]\n" + MINIMAL
+    )
     config = load(base / "site.yaml")
     assert config.pidfile == base / "run.pid"
     assert config.access_log == str(base / "access.log") and config.error_log == "-"
@@ -61,7 +63,8 @@ def test_relative_paths_resolve_against_the_config_directory(base: Path) -> None
 
 
 def test_unknown_keys_and_wrong_types_name_their_path(base: Path) -> None:
-    found = problems("""
+    found = problems(
+        """
         workers: 0
         timeouts: {graceful: soon, header: -1}
         limits: {body: 1.5, bodies: 3}
@@ -72,37 +75,47 @@ def test_unknown_keys_and_wrong_types_name_their_path(base: Path) -> None:
           - prefix: nope
             cgi: {root: cgi-bin}
             static: {root: www}
-        """, base)
-    assert sorted(found) == sorted([
-        "limits.bodies: unknown key",
-        "routes[0].static.autoindx: unknown key",
-        "routes[1].prefix: must be a path starting with '/', got 'nope'",
-        "routes[1]: a route needs exactly one handler: static or cgi",
-        'workers: expected an integer >= 1 or "auto", got 0',
-        "server_tokens: expected true or false, got the string 'yes'",
-        "timeouts.header: must be positive, got -1",
-        "timeouts.graceful: expected a number of seconds, got the string 'soon'",
-        "limits.body: expected an integer, got float 1.5",
-    ])
+        """,
+        base,
+    )
+    assert sorted(found) == sorted(
+        [
+            "limits.bodies: unknown key",
+            "routes[0].static.autoindx: unknown key",
+            "routes[1].prefix: must be a path starting with '/', got 'nope'",
+            "routes[1]: a route needs exactly one handler: static or cgi",
+            'workers: expected an integer >= 1 or "auto", got 0',
+            "server_tokens: expected true or false, got the string 'yes'",
+            "timeouts.header: must be positive, got -1",
+            "timeouts.graceful: expected a number of seconds, got the string 'soon'",
+            "limits.body: expected an integer, got float 1.5",
+        ]
+    )
 
 
 def test_missing_directories_are_reported(base: Path) -> None:
-    found = problems("""
+    found = problems(
+        """
         pidfile: /no/such/dir/forkd.pid
         access_log: /no/such/dir/access.log
         listen: ["unix:/no/such/dir/forkd.sock"]
         routes: [{prefix: /, static: {root: missing}}]
-        """, base)
-    assert sorted(found) == sorted([
-        "listen[0]: no such directory: /no/such/dir",
-        "access_log: no such directory: /no/such/dir",
-        f"routes[0].static.root: no such directory: {base / 'missing'}",
-        "pidfile: no such directory: /no/such/dir",
-    ])
+        """,
+        base,
+    )
+    assert sorted(found) == sorted(
+        [
+            "listen[0]: no such directory: /no/such/dir",
+            "access_log: no such directory: /no/such/dir",
+            f"routes[0].static.root: no such directory: {base / 'missing'}",
+            "pidfile: no such directory: /no/such/dir",
+        ]
+    )
 
 
 def test_cross_checks(base: Path) -> None:
-    found = problems("""
+    found = problems(
+        """
         listen: ["127.0.0.1:8080", "127.0.0.1:8080", "127.0.0.1:0", "127.0.0.1:0"]
         user: no-such-user-forkd
         group: no-such-group-forkd
@@ -112,15 +125,19 @@ def test_cross_checks(base: Path) -> None:
           - {prefix: /static/, static: {root: www}}
           - {prefix: /, static: {root: www}}
           - {prefix: /cgi-bin/, cgi: {root: cgi-bin}}
-        """, base)
-    assert sorted(found) == sorted([
-        "limits.request_line: must not exceed limits.header_bytes",
-        "user: no such user: no-such-user-forkd",
-        "group: no such group: no-such-group-forkd",
-        "listen[1]: 127.0.0.1:8080 is already listed as listen[0]",
-        "routes[1].prefix: /static/ is already routes[0].prefix",
-        "routes[3]: unreachable: routes[2] (prefix /) matches first",
-    ])
+        """,
+        base,
+    )
+    assert sorted(found) == sorted(
+        [
+            "limits.request_line: must not exceed limits.header_bytes",
+            "user: no such user: no-such-user-forkd",
+            "group: no such group: no-such-group-forkd",
+            "listen[1]: 127.0.0.1:8080 is already listed as listen[0]",
+            "routes[1].prefix: /static/ is already routes[0].prefix",
+            "routes[3]: unreachable: routes[2] (prefix /) matches first",
+        ]
+    )
 
 
 def test_every_problem_is_reported_together(base: Path) -> None:
@@ -144,7 +161,9 @@ def test_a_repeated_key_is_an_error_not_a_silent_override(base: Path) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(tmp_path / "absent.yaml")
-    assert caught.value.problems == [f"{tmp_path / 'absent.yaml'}: cannot read: No such file or directory"]
+    assert caught.value.problems == [
+        f"{tmp_path / 'absent.yaml'}: cannot read: No such file or directory"
+    ]
 
 
 def test_top_level_must_be_a_mapping(base: Path) -> None:
@@ -158,38 +177,51 @@ def test_workers_auto_is_the_cpu_count(base: Path) -> None:
 def test_unix_mode_accepts_octal_text(base: Path) -> None:
     assert loads("unix_mode: '0660'\n" + MINIMAL, base).unix_mode == 0o660
     assert problems("unix_mode: '0999'\n" + MINIMAL, base) == [
-        "unix_mode: expected permission bits such as \"0660\", got '0999'"]
+        "unix_mode: expected permission bits such as \"0660\", got '0999'"
+    ]
 
 
 def test_interpreters_are_found_in_path(base: Path) -> None:
     config = loads("routes: [{prefix: /, cgi: {root: cgi-bin, interpreters: {.sh: sh}}}]\n", base)
     assert config.routes[0].cgi is not None
     assert os.path.basename(config.routes[0].cgi.interpreters[".sh"]) == "sh"
-    assert problems("routes: [{prefix: /, cgi: {root: cgi-bin, interpreters: "
-                    "{.x: no-such-program-forkd, py: /bin/sh}}}]\n", base) == [
+    assert problems(
+        "routes: [{prefix: /, cgi: {root: cgi-bin, interpreters: "
+        "{.x: no-such-program-forkd, py: /bin/sh}}}]\n",
+        base,
+    ) == [
         "routes[0].cgi.interpreters..x: no program named 'no-such-program-forkd' in PATH",
         "routes[0].cgi.interpreters.py: extension must be a string starting with '.'",
     ]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("127.0.0.1:8080", ListenAddress("inet", "127.0.0.1", 8080)),
-    (":8080", ListenAddress("inet", "0.0.0.0", 8080)),
-    ("[::1]:0", ListenAddress("inet6", "::1", 0)),
-    ("unix:/run/forkd.sock", ListenAddress("unix", path="/run/forkd.sock")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("127.0.0.1:8080", ListenAddress("inet", "127.0.0.1", 8080)),
+        (":8080", ListenAddress("inet", "0.0.0.0", 8080)),
+        ("[::1]:0", ListenAddress("inet6", "::1", 0)),
+        ("unix:/run/forkd.sock", ListenAddress("unix", path="/run/forkd.sock")),
+    ],
+)
 def test_listen_addresses(text: str, expected: ListenAddress) -> None:
     assert parse_listen(text) == expected
     if not text.startswith(":"):
         assert str(expected) == text
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("8080", 'expected "host:port", "[v6]:port" or "unix:/path", got \'8080\''),
-    ("localhost:99999", 'expected "host:port", "[v6]:port" or "unix:/path", got \'localhost:99999\''),
-    ("::1:80", "IPv6 addresses need brackets: [::1]:80"),
-    ("unix:", "unix: needs a socket path"),
-    (8080, "expected an address string, got int 8080"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("8080", 'expected "host:port", "[v6]:port" or "unix:/path", got \'8080\''),
+        (
+            "localhost:99999",
+            'expected "host:port", "[v6]:port" or "unix:/path", got \'localhost:99999\'',
+        ),
+        ("::1:80", "IPv6 addresses need brackets: [::1]:80"),
+        ("unix:", "unix: needs a socket path"),
+        (8080, "expected an address string, got int 8080"),
+    ],
+)
 def test_bad_listen_addresses(text: object, reason: str) -> None:
     assert parse_listen(text) == reason
