@@ -230,6 +230,47 @@ def test_reload_command_reports_the_outcome(make_daemon: MakeDaemon, tmp_path: P
     assert daemon.get("/")[::2] == (200, b"b")
 
 
+def test_concurrent_reload_commands_both_see_their_edit(make_daemon: MakeDaemon,
+                                                         tmp_path: Path) -> None:
+    daemon = make_daemon(static_config(site(tmp_path / "a", "a")))
+    daemon.write_config(static_config(site(tmp_path / "b", "b")))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "forkd", "-c", str(daemon.config_path), "-s", "reload"]
+    clients = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+               for _ in range(3)]
+    outputs = [client.communicate(timeout=60)[0] for client in clients]
+    assert [client.returncode for client in clients] == [0, 0, 0], outputs
+    assert daemon.get("/")[::2] == (200, b"b")
+
+
+def test_workers_switch_to_the_configured_user(make_daemon: MakeDaemon, tmp_path: Path) -> None:
+    import pwd
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="forkd-user-"))  # outside the private (0700) tmp_path
+    try:
+        shared.chmod(0o755)
+        www = site(shared / "www", "as nobody")
+        config = static_config(www, user="nobody", error_log=str(shared / "error.log"),
+                               access_log=str(shared / "access.log"))
+        daemon = make_daemon(config, start=False)
+        daemon.error_log = shared / "error.log"
+        daemon.start()
+        nobody = pwd.getpwnam("nobody").pw_uid
+        assert daemon.get("/")[::2] == (200, b"as nobody")
+        for pid in daemon.worker_pids():
+            assert uid_of(pid) == nobody
+        assert uid_of(daemon.pid) == os.geteuid()  # the master keeps its privileges
+        assert (shared / "access.log").stat().st_uid == nobody
+    finally:
+        subprocess.run(["rm", "-rf", str(shared)], check=False)
+
+
+def uid_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("\nUid:")[1].split()[1])  # the effective uid
+
+
 def test_reload_whose_workers_cannot_boot_is_rejected(
     make_daemon: MakeDaemon, tmp_path: Path
 ) -> None:
