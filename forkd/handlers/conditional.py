@@ -113,7 +113,7 @@ def weak_match(value: str, etag: str) -> bool:
     """If-None-Match semantics: weak comparison, W/"x" matches "x" (§13.1.2)."""
     if is_star(value):
         return True
-    opaque = etag[2:] if etag.startswith("W/") else etag
+    opaque = etag.removeprefix("W/")
     return any(tag == opaque for _, tag in parse_etags(value))
 
 
@@ -155,7 +155,7 @@ def evaluate_preconditions(method: str, headers: dict[str, str], etag: str, mtim
 def if_range_allows(value: str, etag: str, mtime: int) -> bool:
     """Step 5: may a Range be honoured under this If-Range value? (§13.1.5)"""
     value = value.strip()
-    if value.startswith('"') or value.startswith("W/"):
+    if value.startswith(('"', "W/")):
         # An entity-tag: strong comparison; a weak tag never matches.
         return value == etag
     date = parse_http_date(value)

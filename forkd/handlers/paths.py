@@ -33,7 +33,7 @@ def normalize(raw_path: str) -> str:
         raise BadRequest("path is not valid UTF-8") from None
     if "\x00" in path or "\\" in path:
         raise BadRequest("NUL or backslash in path")
-    trailing = path.endswith("/") or path.endswith("/.") or path.endswith("/..")
+    trailing = path.endswith(("/", "/.", "/.."))
     out: list[str] = []
     for segment in path.split("/"):
         if segment in ("", "."):

@@ -36,8 +36,8 @@ import errno
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from forkd.config import Config, StaticConfig
 from forkd.handlers import autoindex, conditional, mime, negotiate

@@ -8,8 +8,8 @@ reliably (a file replaced between validation and open, the content cache's reval
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
