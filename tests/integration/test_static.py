@@ -130,13 +130,11 @@ def test_redirect_location_is_safe_for_odd_names(serve: Callable[..., Daemon], s
 
 def test_following_the_redirect_with_curl(serve: Callable[..., Daemon]) -> None:
     daemon = serve()
-    out = subprocess.run(["curl", "-sSL", f"http://{daemon.host}:{daemon.port}/dir/sub"],
-                         check=False, capture_output=True, timeout=10)
-    assert out.returncode == 0  # /dir/sub/ has no index and autoindex is off: 403 body, fine
-    out = subprocess.run(["curl", "-sSL", "-o", "/dev/null", "-w", "%{http_code} %{url_effective}",
-                          f"http://{daemon.host}:{daemon.port}/dir"], check=False, capture_output=True,
-                         timeout=10, text=True)
-    assert out.stdout == f"200 http://{daemon.host}:{daemon.port}/dir/"
+    base = f"http://{daemon.host}:{daemon.port}"
+    for path, expected in (("/dir", "200 /dir/"), ("/dir/sub?q=1", "403 /dir/sub/?q=1")):
+        out = subprocess.run(["curl", "-sSL", "-o", "/dev/null", "-w", "%{http_code} %{url_effective}",
+                              base + path], check=False, capture_output=True, timeout=10, text=True)
+        assert out.stdout == f"{expected.split()[0]} {base}{expected.split()[1]}"
 
 
 def test_directory_without_index_or_listing_is_403(serve: Callable[..., Daemon]) -> None:
