@@ -134,9 +134,8 @@ class Master:
         self.target = config.workers
         self.crashes = 0
         self.spawn_after = 0.0
-        self.closing: list[
-            tuple[int, list[Listener]]
-        ] = []  # (last generation using them, listeners)
+        # Listeners no longer configured: (the last generation that used them, the listeners).
+        self.closing: list[tuple[int, list[Listener]]] = []
         self.stop_deadline: float | None = None
         self.exit_code = 0
         self.signals: list[int] = []
@@ -275,10 +274,9 @@ class Master:
             self.update_status()
 
     def timeout(self) -> float:
-        delay = TICK
-        if self.spawn_after:
-            delay = min(delay, max(0.0, self.spawn_after - time.monotonic()))
-        return delay
+        """Sleep until the next tick, or until a back-off ends if that comes first."""
+        until_spawn = self.spawn_after - time.monotonic()
+        return min(TICK, until_spawn) if until_spawn > 0 else TICK
 
     def wait(self, timeout: float) -> None:
         for key, _ in self.selector.select(timeout):
@@ -481,7 +479,7 @@ class Master:
         except ConfigError as exc:
             for problem in exc.problems:
                 self.log.error(f"reload rejected: {problem}")
-            self.end_reload(serial, False, "configuration rejected: " + "; ".join(exc.problems))
+            self.end_reload(serial, False, "\n".join(["configuration rejected:", *exc.problems]))
             return
         assert self.generation is not None
         try:
@@ -721,8 +719,6 @@ class Master:
         elif graceful:
             return  # already stopping; a second TERM changes nothing
         self.stop_deadline = min(self.stop_deadline or float("inf"), time.monotonic() + wait)
-        if self.pending is not None:
-            self.pending = None  # its workers stop with the rest
         for record in self.workers.values():
             if graceful:
                 self.retire(record, "shutting down")
