@@ -269,20 +269,26 @@ def test_bad_header_block_is_502(daemon: Daemon, script: str) -> None:
     daemon.wait_for_log(f"cgi {SCRIPTS / script}: ")
 
 
-def test_no_header_before_timeout_is_504(daemon: Daemon) -> None:
+def test_no_header_before_timeout_is_504(daemon: Daemon, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
     started = time.monotonic()
-    status, _, _ = daemon.get("/fast/slow-header.sh")
+    status, _, _ = daemon.get(f"/fast/slow-header.sh?{pidfile}")
     assert status == 504
     assert time.monotonic() - started < 5
+    _wait_until_gone(daemon, int(_wait_for_file(pidfile)))  # and the script is stopped
+    daemon.wait_for_log(f"cgi {SCRIPTS / 'slow-header.sh'}: no header block within 1s")
 
 
-def test_timeout_mid_body_cuts_the_response(daemon: Daemon) -> None:
-    response = raw_exchange(daemon, b"GET /fast/slow-body.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+def test_timeout_mid_body_cuts_the_response(daemon: Daemon, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    request = f"GET /fast/slow-body.sh?{pidfile} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+    response = raw_exchange(daemon, request)
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert b"first part" in body
     assert not body.endswith(b"0\r\n\r\n")  # no last-chunk: the client can tell the body is cut
     assert b"never sent" not in body
+    _wait_until_gone(daemon, int(_wait_for_file(pidfile)))
 
 
 @pytest.mark.parametrize("path,status", [
