@@ -352,6 +352,14 @@ def test_crashing_workers_back_off(make_daemon: MakeDaemon, tmp_path: Path) -> N
     (tmp_path / "logs.away").rename(logs)
     poll(lambda: len(daemon.worker_pids()) == 2, 15, "workers back after the back-off")
     assert daemon.get("/")[0] == 200
+    before = cpu_seconds(daemon.pid)
+    time.sleep(0.5)
+    assert cpu_seconds(daemon.pid) - before < 0.1, "the master spins once the back-off is over"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def test_stuck_worker_is_killed_and_its_request_logged(
