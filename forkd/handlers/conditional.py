@@ -152,16 +152,17 @@ def evaluate_preconditions(method: str, headers: dict[str, str], etag: str, mtim
     return None
 
 
-def if_range_allows(value: str, etag: str, mtime: int) -> bool:
+def if_range_allows(value: str, etag: str, mtime: int, now: float) -> bool:
     """Step 5: may a Range be honoured under this If-Range value? (§13.1.5)"""
     value = value.strip()
     if value.startswith(('"', "W/")):
         # An entity-tag: strong comparison; a weak tag never matches.
         return value == etag
     date = parse_http_date(value)
-    # A date matches only an exactly equal Last-Modified (the file's validator is strong enough:
-    # its ETag changes with every modification, and the date is only used when it is the same).
-    return date is not None and date == mtime
+    # A date matches only an exactly equal Last-Modified, and only if that date is a strong
+    # validator: a file modified less than a second ago may change again within the same second
+    # (§8.8.2.2), and parts of two versions must never be combined.
+    return date is not None and date == mtime and mtime < int(now) - 1
 
 
 # -- Range (RFC 9110 §14.1, §14.2) ---------------------------------------------------------------

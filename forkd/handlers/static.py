@@ -247,7 +247,8 @@ class StaticHandler:
         if is_dir:
             return entry
         entry.size = st.st_size
-        entry.mtime = int(st.st_mtime)
+        # Never a Last-Modified later than the response's Date (RFC 9110 §8.8.2.1).
+        entry.mtime = min(int(st.st_mtime), int(time.time()))
         entry.etag = f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}{"-" + coding if coding else ""}"'
         base = fs_path[: -len(_suffix(coding))] if coding else fs_path
         entry.content_type = mime.content_type(base)
@@ -324,7 +325,8 @@ class StaticHandler:
         if value is None or request.method != "GET":
             return None
         if_range = request.headers.get("if-range")
-        if if_range is not None and not conditional.if_range_allows(if_range, entry.etag, entry.mtime):
+        if if_range is not None and not conditional.if_range_allows(
+                if_range, entry.etag, entry.mtime, time.time()):
             return None
         spans = conditional.parse_ranges(value, entry.size)
         if spans == []:

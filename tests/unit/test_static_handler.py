@@ -8,12 +8,14 @@ reliably (a file replaced between validation and open, the content cache's reval
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from forkd.config import Config, StaticConfig
+from forkd.handlers.conditional import parse_http_date
 from forkd.handlers.static import StaticHandler
 from forkd.http.errors import HTTPError
 from forkd.http.request import Request
@@ -262,3 +264,11 @@ def test_error_pages(site: Path) -> None:
     assert response.status == 404 and response.body == b"<h1>lost</h1>\n"
     assert dict(response.headers)["Content-Type"] == "text/html; charset=utf-8"
     assert status_of(handler, request("/empty/")) == 403  # its page is missing: the plain error
+
+
+def test_last_modified_is_never_in_the_future(site: Path) -> None:
+    future = time.time() + 86400
+    os.utime(site / "a.txt", (future, future))
+    headers = dict(make(site).handle(request("/a.txt")).headers)
+    last_modified = parse_http_date(headers["Last-Modified"])
+    assert last_modified is not None and last_modified <= time.time()
