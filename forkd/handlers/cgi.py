@@ -27,7 +27,13 @@ from forkd.config import CgiConfig, Config
 from forkd.handlers import InternalRedirect, matches
 from forkd.handlers.cgi_env import Script, ServerFacts, base_environment, build_environ, locate
 from forkd.handlers.cgi_output import (
-    MAX_HEADER_BYTES, LocalRedirect, MalformedOutput, classify, find_end, line_start, parse,
+    MAX_HEADER_BYTES,
+    LocalRedirect,
+    MalformedOutput,
+    classify,
+    find_end,
+    line_start,
+    parse,
 )
 from forkd.handlers.cgi_process import CgiProcess, ScriptTimeout, body_iterator, seal_descriptors
 from forkd.handlers.paths import normalize, strip_prefix

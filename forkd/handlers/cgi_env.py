@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from forkd.config import CgiConfig
 from forkd.handlers.paths import inside

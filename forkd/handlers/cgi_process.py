@@ -45,7 +45,8 @@ import os
 import select
 import signal
 import time
-from typing import BinaryIO, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 from forkd.http.errors import BadGateway, GatewayTimeout
 from forkd.logs import ErrorLog
@@ -244,7 +245,7 @@ def spawn(argv: Sequence[str], env: dict[bytes, bytes], cwd: str, stdin_fd: int,
                    (os.POSIX_SPAWN_DUP2, child_err, 2)]
         os.chdir(cwd)
         try:
-            pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+            pid = os.posix_spawn(argv[0], list(argv), env, file_actions=actions, setsid=True,
                                  setsigmask=(), setsigdef=_ALL_SIGNALS)
         finally:
             os.fchdir(home)

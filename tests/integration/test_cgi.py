@@ -8,14 +8,13 @@ share the scripts in tests/cgi: /cgi/ (generous timeout), /fast/ (timeout 1 s, f
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -55,7 +54,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 
 def get_json(daemon: Daemon, path: str, **kwargs: object) -> dict:
-    status, headers, body = daemon.get(path, **kwargs)  # type: ignore[arg-type]
+    status, _, body = daemon.get(path, **kwargs)  # type: ignore[arg-type]
     assert status == 200, body
     return json.loads(body)
 
@@ -263,10 +262,15 @@ def test_client_redirect_is_302(daemon: Daemon, script: str, location: str) -> N
 
 @pytest.mark.parametrize("script", ["malformed.sh", "no-header-end.sh", "split.sh"])
 def test_bad_header_block_is_502(daemon: Daemon, script: str) -> None:
-    status, headers, body = daemon.get(f"/cgi/{script}")
+    status, headers, _ = daemon.get(f"/cgi/{script}")
     assert status == 502
     assert "set-cookie" not in headers and "x-injected" not in headers
     daemon.wait_for_log(f"cgi {SCRIPTS / script}: ")
+
+
+def test_script_that_cannot_start_is_502(daemon: Daemon) -> None:
+    assert daemon.get("/cgi/no-shebang.sh")[0] == 502
+    daemon.wait_for_log(f"cgi {SCRIPTS / 'no-shebang.sh'}: cannot run: Exec format error")
 
 
 def test_no_header_before_timeout_is_504(daemon: Daemon, tmp_path: Path) -> None:

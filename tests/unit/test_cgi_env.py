@@ -9,7 +9,13 @@ import pytest
 
 from forkd.config import CgiConfig
 from forkd.handlers.cgi_env import (
-    Script, ServerFacts, base_environment, build_environ, header_variables, locate, split_host,
+    Script,
+    ServerFacts,
+    base_environment,
+    build_environ,
+    header_variables,
+    locate,
+    split_host,
 )
 from forkd.http.errors import Forbidden, NotFound
 from forkd.http.request import ConnectionInfo, Request
@@ -92,15 +98,15 @@ def test_not_executable_is_forbidden(root: str) -> None:
 
 
 def make_request(**overrides: object) -> Request:
-    values: dict[str, object] = dict(
-        method="POST", target="/cgi-bin/app.sh/a%20b/c?x=%41&y", path="/cgi-bin/app.sh/a%20b/c",
-        query="x=%41&y", version="HTTP/1.1",
-        headers={"host": "example.org:8080", "content-type": "text/plain", "content-length": "5",
-                 "x-forwarded-for": "1.2.3.4", "x_forwarded_for": "6.6.6.6", "proxy": "http://evil/",
-                 "user-agent": "t\xe9st", "accept": "*/*", "transfer-encoding": "chunked"},
-        host="example.org:8080", keep_alive=True, content_length=5, body_length=5,
-        conn=ConnectionInfo("10.0.0.7", 40123, "10.0.0.1", 8080),
-    )
+    values: dict[str, object] = {
+        "method": "POST", "target": "/cgi-bin/app.sh/a%20b/c?x=%41&y", "path": "/cgi-bin/app.sh/a%20b/c",
+        "query": "x=%41&y", "version": "HTTP/1.1",
+        "headers": {"host": "example.org:8080", "content-type": "text/plain", "content-length": "5",
+                    "x-forwarded-for": "1.2.3.4", "x_forwarded_for": "6.6.6.6", "proxy": "http://evil/",
+                    "user-agent": "t\xe9st", "accept": "*/*", "transfer-encoding": "chunked"},
+        "host": "example.org:8080", "keep_alive": True, "content_length": 5, "body_length": 5,
+        "conn": ConnectionInfo("10.0.0.7", 40123, "10.0.0.1", 8080),
+    }
     values.update(overrides)
     return Request(**values)  # type: ignore[arg-type]
 

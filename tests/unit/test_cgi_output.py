@@ -7,7 +7,14 @@ import random
 import pytest
 
 from forkd.handlers.cgi_output import (
-    Document, LocalRedirect, MalformedOutput, classify, find_end, is_local, line_start, parse,
+    Document,
+    LocalRedirect,
+    MalformedOutput,
+    classify,
+    find_end,
+    is_local,
+    line_start,
+    parse,
 )
 
 

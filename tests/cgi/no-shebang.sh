@@ -1,0 +1,1 @@
+echo "no #! line: exec fails with ENOEXEC"
