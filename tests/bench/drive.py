@@ -110,7 +110,8 @@ class Wrk:
         if mix:
             argv += ["--", *mix]
         try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30,
+                                 check=False)
         except subprocess.TimeoutExpired:
             raise WrkFailed(f"wrk did not finish: {' '.join(argv)}") from None
         for line in out.stdout.splitlines():
@@ -122,7 +123,7 @@ class Wrk:
 
 def wrk_version() -> str:
     try:
-        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return ""
     text = (out.stdout + out.stderr).strip()

@@ -4,8 +4,8 @@ Run as `python3 -m tests.bench.idle PORT COUNT SECONDS PATH`. It opens COUNT non
 connections to 127.0.0.1:PORT, sends one `GET PATH` on each and reads the response; connections
 that got a whole response within SECONDS (and were not closed) are the idle keep-alive
 connections the server now has to carry. It prints one JSON line with the counts and then sits
-idle until a line arrives on stdin; it then prints how many are still open and exits, closing all. Meanwhile it keeps reading: a
-connection the server closes is closed at once, as a browser would.
+idle until a line arrives on stdin; it then prints how many are still open and exits, closing all.
+Meanwhile it keeps reading: a connection the server closes is closed at once, as a browser would.
 
 A server with a process (or thread) per connection has to park one per idle connection, so with
 more idle connections than processes new clients queue: that is what the capacity row shows.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tests.bench.drive import Wrk
 from tests.bench.peers import Forkd, rss_kib

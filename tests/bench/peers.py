@@ -273,7 +273,7 @@ class Forkd(Peer):
     def version(self) -> str:
         try:
             out = subprocess.run([sys.executable, "-m", "forkd", "--version"], env=self.env(),
-                                 capture_output=True, text=True, timeout=10)
+                                 capture_output=True, text=True, timeout=10, check=False)
             return out.stdout.strip() or out.stderr.strip().splitlines()[-1]
         except (OSError, subprocess.SubprocessError, IndexError):
             return "forkd"
@@ -340,19 +340,19 @@ def _killpg_quietly(pgid: int) -> None:
 
 
 def _importable(module: str) -> bool:
-    probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
-    return probe.returncode == 0
+    argv = [sys.executable, "-c", f"import {module}"]
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
 
 def _module_version(module: str) -> str:
     probe = subprocess.run([sys.executable, "-c", f"import {module}; print({module}.__version__)"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
     return probe.stdout.strip()
 
 
 def _first_line(argv: list[str]) -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return ""
     text = (out.stdout + out.stderr).strip()

@@ -25,11 +25,11 @@ same files) and `python3 -m http.server`. One command starts them all with equiv
 with wrk, stops them (also on Ctrl-C) and writes the tables and the chart:
 
 ```sh
-python3 -m pip install -e '.[bench]'                 # matplotlib, gunicorn
-apt-get install -y nginx lighttpd apache2 wrk        # the harness does this itself when run as root
-python3 -m tests.bench             # full: ~8 minutes on 2 cores -> tests/bench/results/latest.{md,png,json}
-python3 -m tests.bench --quick     # under 2 minutes -> tests/bench/results/quick.{md,png,json}
-python3 -m tests.bench.readme      # copy the latest results into this section
+python3 -m pip install -e '.[bench]'           # matplotlib, gunicorn
+apt-get install -y nginx lighttpd apache2 wrk  # the harness does this itself when run as root
+python3 -m tests.bench           # full, ~8 min on 2 cores: tests/bench/results/latest.{md,png,json}
+python3 -m tests.bench --quick   # under 2 minutes: tests/bench/results/quick.{md,png,json}
+python3 -m tests.bench.readme    # copy the latest results into this section
 ```
 
 `--only nginx,forkd-nolog` and `--workloads 1k-keepalive,cgi` narrow a run; `--help` lists the rest.
@@ -49,16 +49,16 @@ the CPU, so nobody gets the whole machine.
 def section(results: dict) -> str:
     lines = [HEADING, "", INTRO, "### Latest results", "", report.machine_line(results), "",
              report.settings_line(results), ""]
-    lines += ["Requests per second (MB/s for the 1 MiB and 10 MiB files; capacity: requests per "
-              "second for the 1 KiB file beside the idle connections):", ""]
+    lines += [("Requests per second (MB/s for the 1 MiB and 10 MiB files; capacity: requests per "
+              "second for the 1 KiB file beside the idle connections):"), ""]
     lines += report.summary_table(results)[2:]  # the table without its own heading
-    lines += ["", "![forkd and its peers, requests per second by workload]"
-              "(tests/bench/results/latest.png)", ""]
+    lines += ["", ("![forkd and its peers, requests per second by workload]"
+              "(tests/bench/results/latest.png)"), ""]
     lines += [line.replace("## ", "#### ", 1) if line.startswith("## ") else line
               for line in report.memory_table(results)]
-    lines += ["Every workload's table (p99 latency, socket errors, ratio to nginx), the capacity "
+    lines += [("Every workload's table (p99 latency, socket errors, ratio to nginx), the capacity "
               "details and the server versions: [tests/bench/results/latest.md]"
-              "(tests/bench/results/latest.md); raw numbers: `latest.json`.", ""]
+              "(tests/bench/results/latest.md); raw numbers: `latest.json`."), ""]
     return "\n".join(lines)
 
 

@@ -47,19 +47,20 @@ def machine_line(results: dict[str, Any]) -> str:
 def settings_line(results: dict[str, Any]) -> str:
     s = results["settings"]
     mode = "quick" if s["quick"] else "full"
+    cores = results["machine"]["cores"]
     return (f"Mode {mode}: wrk -t{s['threads']} -c50, {s['seconds']} s per run, median of "
-            f"{s['repeats']} interleaved repeat(s). wrk runs on the same {results['machine']['cores']}"
-            f" cores as the servers and competes with them for the CPU, so these are relative "
-            f"figures. Every run checks the first response (status, size, body) and that all "
-            f"responses had the expected status; **DQ** = disqualified (wrong answers), n/a = the "
-            f"server has no such feature.")
+            f"{s['repeats']} interleaved repeat(s). wrk runs on the same {cores} cores as the "
+            "servers and competes with them for the CPU, so these are relative figures. Every "
+            "run checks the first response (status, size, body) and that all responses had the "
+            "expected status; **DQ** = disqualified (wrong answers), n/a = the server has no "
+            "such feature.")
 
 
 def summary_table(results: dict[str, Any]) -> list[str]:
     workloads = results["workloads"]
     head = "| server | " + " | ".join(_short(w) for w in workloads) + " |"
-    lines = ["## Summary (requests/s; MB/s for the big files; capacity = req/s beside the idle "
-             "connections)", "", head, "|---|" + "---:|" * len(workloads)]
+    lines = [("## Summary (requests/s; MB/s for the big files; capacity = req/s beside the idle "
+             "connections)"), "", head, "|---|" + "---:|" * len(workloads)]
     for peer in results["peers"]:
         cells = []
         for w in workloads:
@@ -100,11 +101,11 @@ def capacity_table(results: dict[str, Any], workload: dict[str, Any]) -> list[st
     cap = results["capacity"]
     idle = results["settings"]["idle"]
     ref = next((cap[k]["rps"] for k in REFERENCES if k in cap and cap[k].get("rps")), None)
-    lines = [f"## Capacity: 1 KiB file, 50 connections, while {idle:,} idle keep-alive connections "
-             "are held open", "",
-             "*idle held*: connections that got their response and stayed open; *still open*: of "
+    lines = [(f"## Capacity: 1 KiB file, 50 connections, while {idle:,} idle keep-alive "
+              "connections are held open"), "",
+             ("*idle held*: connections that got their response and stayed open; *still open*: of "
              "those, open after the measurement (a server may close idle connections, e.g. "
-             "HTTP/1.0 or a per-worker limit).", "",
+             "HTTP/1.0 or a per-worker limit)."), "",
              "| server | idle held | still open | req/s | p99 ms | socket errors | × nginx | note |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for peer in results["peers"]:
@@ -127,14 +128,15 @@ def memory_table(results: dict[str, Any]) -> list[str]:
     if "problem" in mem:
         return ["## Memory", "", f"Not measured: {_escape(mem['problem'])}", ""]
     lines = ["## Memory: forkd RSS around a long mixed load", "",
-             f"{mem['requests']:,} requests of a mix (files, conditional GETs, ranges, 404, listings, "
-             f"1 MiB, CGI, Connection: close) in {mem['seconds']:.0f} s on a fresh forkd with 2 workers. "
-             "Baseline = after a 2 s warm-up. Workers replaced during the test: "
-             f"{'YES (figures unreliable)' if mem['workers_replaced'] else 'no'}.", "",
+             (f"{mem['requests']:,} requests of a mix (files, conditional GETs, ranges, 404, "
+              f"listings, 1 MiB, CGI, Connection: close) in {mem['seconds']:.0f} s on a fresh "
+              "forkd with 2 workers. Baseline = after a 2 s warm-up. Workers replaced during the "
+              "test: "
+             f"{'YES (figures unreliable)' if mem['workers_replaced'] else 'no'}."), "",
              "| process | RSS at start KiB | baseline KiB | after KiB | growth |",
              "|---|---:|---:|---:|---:|",
-             f"| master | {mem['start']['master']:,} | {mem['baseline']['master']:,} | "
-             f"{mem['final']['master']:,} | {mem['growth_pct']['master']:+.2f}% |"]
+             (f"| master | {mem['start']['master']:,} | {mem['baseline']['master']:,} | "
+             f"{mem['final']['master']:,} | {mem['growth_pct']['master']:+.2f}% |")]
     for i, pid in enumerate(mem["baseline"]["workers"]):
         lines.append(f"| worker {i + 1} | {mem['start']['workers'][pid]:,} | "
                      f"{mem['baseline']['workers'][pid]:,} | {mem['final']['workers'][pid]:,} | "

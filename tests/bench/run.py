@@ -40,12 +40,12 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python3 tests/bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench import peers as peer_defs  # noqa: E402
-from tests.bench import report, tree  # noqa: E402
-from tests.bench.drive import Wrk, WrkFailed, WrkResult, wrk_version  # noqa: E402
-from tests.bench.memory import memory_test  # noqa: E402
-from tests.bench.peers import Peer, PeerFailed  # noqa: E402
-from tests.bench.workloads import ALL, CAPACITY, MEASURED, Workload, check_first_response  # noqa: E402
+from tests.bench import peers as peer_defs
+from tests.bench import report, tree
+from tests.bench.drive import Wrk, WrkFailed, WrkResult, wrk_version
+from tests.bench.memory import memory_test
+from tests.bench.peers import Peer, PeerFailed
+from tests.bench.workloads import ALL, CAPACITY, Workload, check_first_response
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,7 +63,7 @@ class Settings:
     out: Path
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Settings":
+    def from_args(cls, args: argparse.Namespace) -> Settings:
         quick = args.quick
         return cls(
             quick=quick,
@@ -297,7 +297,7 @@ def log(message: str) -> None:
 
 # -- tools ----------------------------------------------------------------------------------------
 def ensure_tools(peer_classes: list[type[Peer]], install: bool) -> list[type[Peer]]:
-    """Install what is missing (when allowed), say what to install otherwise; return usable peers."""
+    """Install what is missing (when allowed) or say what to install; return the usable peers."""
     apt, pip = set(), set()
     if not shutil.which("wrk"):
         apt.add("wrk")
@@ -315,9 +315,9 @@ def ensure_tools(peer_classes: list[type[Peer]], install: bool) -> list[type[Pee
     if commands and install and os.geteuid() == 0:
         for argv in commands:
             log("installing: " + " ".join(argv))
-            if subprocess.run(argv).returncode != 0 and argv[0] == "apt-get":
-                subprocess.run(["apt-get", "update"])
-                subprocess.run(argv)
+            if subprocess.run(argv, check=False).returncode != 0 and argv[0] == "apt-get":
+                subprocess.run(["apt-get", "update"], check=False)
+                subprocess.run(argv, check=False)
     elif commands:
         log("missing tools; install them with:\n  " + "\n  ".join(" ".join(a) for a in commands))
     if not shutil.which("wrk"):
@@ -333,7 +333,8 @@ def ensure_tools(peer_classes: list[type[Peer]], install: bool) -> list[type[Pee
 
 
 def _has_module(name: str) -> bool:
-    return subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True).returncode == 0
+    argv = [sys.executable, "-c", f"import {name}"]
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
 
 def raise_nofile() -> None:
@@ -346,9 +347,10 @@ def raise_nofile() -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python3 -m tests.bench", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python3 -m tests.bench",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 repeat of 1 s each; results/quick.*")
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 1 s runs: results/quick.*")
     parser.add_argument("--only", help="comma-separated server keys (" +
                         ", ".join(c.key for c in peer_defs.ALL_PEERS) + ")")
     parser.add_argument("--workloads", help="comma-separated workload keys (" +

@@ -51,7 +51,7 @@ MIX = (
     "GET /list/", "GET /list/", "GET /list",
     "GET /1m.bin",
     "GET /cgi-bin/hello.sh", "GET /cgi-bin/hello.sh?a=b", "GET /cgi-bin/missing.sh",
-    *["GET /list/file%02d.txt" % i for i in range(12)],
+    *[f"GET /list/file{i:02d}.txt" for i in range(12)],
 )
 
 

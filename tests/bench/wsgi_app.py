@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 StartResponse = Callable[..., Any]
 
@@ -30,7 +31,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(size))])
     if environ.get("REQUEST_METHOD") == "HEAD":
         return []
-    stream = open(path, "rb")
+    stream = open(path, "rb")  # noqa: SIM115 - closed by gunicorn through the file wrapper
     wrapper = environ.get("wsgi.file_wrapper")
     if wrapper is not None:
         return wrapper(stream, CHUNK)  # type: ignore[no-any-return]
@@ -38,7 +39,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
 
 
 def _resolve(url_path: str) -> str | None:
-    """The regular file url_path names inside ROOT, or None (PATH_INFO is already percent-decoded)."""
+    """The regular file url_path names inside ROOT, or None (PATH_INFO arrives percent-decoded)."""
     candidate = os.path.realpath(os.path.join(ROOT, url_path.lstrip("/")))
     if not candidate.startswith(ROOT + os.sep) or not os.path.isfile(candidate):
         return None
