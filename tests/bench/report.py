@@ -75,7 +75,28 @@ def summary_table(results: dict[str, Any]) -> list[str]:
             else:
                 cells.append(_num(cell["mbps"] if w["throughput"] else cell["rps"]))
         lines.append(f"| {_bold(peer)} | " + " | ".join(cells) + " |")
+    if any(p["key"] == "forkd-nolog" for p in results["peers"]):
+        lines.append("| *forkd (log off) ÷ nginx* | "
+                     + " | ".join(_forkd_ratio(results, w) for w in workloads) + " |")
     return lines
+
+
+def _forkd_ratio(results: dict[str, Any], workload: dict[str, Any]) -> str:
+    """forkd without access log against the reference peer (lighttpd where nginx has no row)."""
+    if workload["key"] == "capacity":
+        cap = results["capacity"]
+        ref_key = next((k for k in REFERENCES if cap.get(k, {}).get("rps")), "")
+        mine = cap.get("forkd-nolog", {}).get("rps")
+        if not ref_key or mine is None:
+            return ""
+        ratio, ref = mine / cap[ref_key]["rps"], ref_key
+    else:
+        ref, value = _reference(results, workload)
+        cell = _cell(results, "forkd-nolog", workload["key"])
+        if not value or cell.get("state") != "ok":
+            return ""
+        ratio = cell["mbps" if workload["throughput"] else "rps"] / value
+    return f"*{ratio:.2f}*" + ("" if ref == "nginx" else f" *(÷ {ref})*")
 
 
 def workload_table(results: dict[str, Any], workload: dict[str, Any]) -> list[str]:
@@ -192,6 +213,8 @@ def _bold(peer: dict[str, Any]) -> str:
 def _num(value: float | None) -> str:
     if value is None:
         return "–"
+    if value == 0:
+        return "0"
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
