@@ -237,7 +237,8 @@ class Forkd(Peer):
 
     @classmethod
     def missing(cls) -> list[str]:
-        return [] if _importable("setproctitle") and _importable("yaml") else ["pip:-e ."]
+        needed = ("click", "yaml", "setproctitle")
+        return [] if all(map(_importable, needed)) else [f"pip:-e {REPO}"]
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -311,7 +311,8 @@ def ensure_tools(peer_classes: list[type[Peer]], install: bool) -> list[type[Pee
     if apt:
         commands.append(["apt-get", "install", "-y", *sorted(apt)])
     if pip:
-        commands.append([sys.executable, "-m", "pip", "install", *sorted(pip)])
+        names = [word for name in sorted(pip) for word in name.split()]
+        commands.append([sys.executable, "-m", "pip", "install", *names])
     if commands and install and os.geteuid() == 0:
         for argv in commands:
             log("installing: " + " ".join(argv))
