@@ -313,7 +313,7 @@ class StaticHandler:
             if status == 304:
                 return Response(304, list(entry.not_modified))
             if status == 412:
-                raise PreconditionFailed()
+                raise _varying(PreconditionFailed(), entry)
             spans = self._ranges(request, entry)
         if entry.data is not None and spans is None:
             return Response(200, list(entry.headers), entry.data)
@@ -330,7 +330,7 @@ class StaticHandler:
             return None
         spans = conditional.parse_ranges(value, entry.size)
         if spans == []:
-            raise RangeNotSatisfiable(entry.size)
+            raise _varying(RangeNotSatisfiable(entry.size), entry)
         return spans
 
     def _body_response(self, entry: _File, spans: list[conditional.Span] | None) -> Response:
@@ -471,6 +471,13 @@ class StaticHandler:
 
 def _options() -> Response:
     return Response(204, [("Allow", ALLOW)])
+
+
+def _varying(error: HTTPError, entry: _File) -> HTTPError:
+    """An error about a file that has precompressed siblings still says what it varies on."""
+    if entry.coding or entry.siblings:
+        error.headers.append(("Vary", "Accept-Encoding"))
+    return error
 
 
 def _key(fs_path: str, coding: str) -> str:

@@ -422,6 +422,11 @@ def test_precompressed_gzip_and_brotli(serve: Callable[..., Daemon]) -> None:
     assert status == 304 and headers["vary"] == "Accept-Encoding" and headers["etag"] == gz[1]["etag"]
     status, _, _ = daemon.get("/text.txt", {"If-None-Match": gz[1]["etag"]})
     assert status == 200  # the identity representation has another ETag
+    # Vary on every answer about the file, errors included.
+    assert daemon.get("/text.txt", {"Range": "bytes=1-1"})[1]["vary"] == "Accept-Encoding"
+    assert daemon.get("/text.txt", {"Range": "bytes=99999-"})[1]["vary"] == "Accept-Encoding"
+    assert daemon.get("/text.txt", {"If-Match": '"x"'})[1]["vary"] == "Accept-Encoding"
+    assert daemon.get("/text.txt", {"Accept-Encoding": "gzip", "If-Match": '"x"'})[1]["vary"] == "Accept-Encoding"
 
 
 def test_curl_compressed_decodes_the_sibling(serve: Callable[..., Daemon]) -> None:
