@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from forkd.config import CgiConfig
@@ -66,15 +66,21 @@ def locate(root_real: str, prefix: str, rest: str, interpreters: Mapping[str, st
     regular file that is neither executable nor handled by an interpreter.
     """
     segments = rest.strip("/").split("/") if rest.strip("/") else []
-    current = root_real
+    current = root_real.rstrip("/")
+    followed_link = False
     for index, segment in enumerate(segments):
         if segment.startswith("."):
             raise NotFound("dotfiles are never run")
-        current = os.path.join(current, segment)
-        mode = _stat_mode(current)
+        current = f"{current}/{segment}"
+        mode = _mode(current, os.lstat)
+        if stat.S_ISLNK(mode):
+            followed_link = True
+            mode = _mode(current, os.stat)
         if stat.S_ISDIR(mode):
             continue
-        if not stat.S_ISREG(mode) or not inside(root_real, current):
+        # Without a symlink on the way, a path built from plain segments under the real root is
+        # inside it; only a link needs the (slower) resolution of the real path.
+        if not stat.S_ISREG(mode) or (followed_link and not inside(root_real, current)):
             raise NotFound()
         script_part = "/" + "/".join(segments[: index + 1])
         return Script(
@@ -86,9 +92,9 @@ def locate(root_real: str, prefix: str, rest: str, interpreters: Mapping[str, st
     raise NotFound("no script named")  # the root itself or a directory: never listed
 
 
-def _stat_mode(path: str) -> int:
+def _mode(path: str, stat_call: Callable[[str], os.stat_result]) -> int:
     try:
-        return os.stat(path).st_mode
+        return stat_call(path).st_mode
     except PermissionError:
         raise Forbidden() from None
     except (OSError, ValueError):
