@@ -254,21 +254,21 @@ class StaticHandler:
         entry.content_type = mime.content_type(base)
         if not coding and self.config.precompressed:
             entry.siblings = tuple(c for c, suffix in SIBLINGS if _is_file(fs_path + suffix))
-        vary = coding or entry.siblings
-        validators = [("Last-Modified", conditional.http_date(entry.mtime)), ("ETag", entry.etag)]
-        entry.headers = [("Content-Type", entry.content_type)]
-        if coding:
-            entry.headers.append(("Content-Encoding", coding))
-        entry.headers += validators + [("Accept-Ranges", "bytes")]
-        entry.not_modified = list(validators)
-        if vary:
-            entry.headers.append(("Vary", "Accept-Encoding"))
-            entry.not_modified.append(("Vary", "Accept-Encoding"))
-        entry.headers += self.success_headers
-        entry.not_modified += self.success_headers
+        self._prepare_headers(entry)
         if entry.size <= SMALL_FILE:
             entry.data = _read_all(fd, entry.size)
         return entry
+
+    def _prepare_headers(self, entry: _File) -> None:
+        """The fields of a 200 (206 adds Content-Range) and of a 304 (RFC 9110 §15.4.5: validators,
+        Vary, Cache-Control; no Content-Type or Content-Encoding)."""
+        validators = [("Last-Modified", conditional.http_date(entry.mtime)), ("ETag", entry.etag)]
+        if entry.coding or entry.siblings:
+            validators.append(("Vary", "Accept-Encoding"))
+        encoding = [("Content-Encoding", entry.coding)] if entry.coding else []
+        entry.headers = [("Content-Type", entry.content_type), *encoding, *validators,
+                         ("Accept-Ranges", "bytes"), *self.success_headers]
+        entry.not_modified = [*validators, *self.success_headers]
 
     def _check_contained(self, fs_path: str, fd: int) -> None:
         try:
