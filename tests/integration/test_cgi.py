@@ -12,13 +12,15 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import ROOT, Daemon
+from tests.support.daemon import LISTEN_RE, ROOT, Daemon
 
 SCRIPTS = ROOT / "tests" / "cgi"
 PHP_CGI = shutil.which("php-cgi")
@@ -437,3 +439,27 @@ def _wait_until_gone(daemon: Daemon, *pids: int, timeout: float = 5.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"still alive: {[pid for pid in pids if _alive(pid, daemon)]}")
+
+
+def test_descriptors_forkd_inherited_do_not_reach_scripts(tmp_path: Path) -> None:
+    """Like systemd's sockets: a descriptor forkd inherits (open across exec) stays out of scripts."""
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    server = Daemon(tmp_path, {"workers": 1, "routes": [{"prefix": "/cgi/", "cgi": {"root": str(SCRIPTS)}}]})
+    with open(tmp_path / "stderr.log", "ab") as stderr:
+        server.proc = subprocess.Popen(
+            [sys.executable, "-m", "forkd", "-c", str(server.config_path)], cwd=tmp_path,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True, pass_fds=(write_end,),
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+    try:
+        os.close(write_end)
+        server.wait_for_log("ready: generation 1", 15)
+        server.addresses = LISTEN_RE.findall(server.log())
+        [worker] = server.worker_pids()
+        assert os.path.exists(f"/proc/{worker}/fd/{write_end}")  # the worker does hold it
+        fds = get_json(server, "/cgi/fds.py")
+        assert set(fds) == {"0", "1", "2"}, fds
+    finally:
+        server.stop()
+        os.close(read_end)
