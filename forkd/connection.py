@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from forkd.handlers import Handler, InternalRedirect
 from forkd.http.body import ChunkedDecoder, LengthReader
 from forkd.http.errors import HTTPError, InternalError, RequestTimeout
-from forkd.http.parser import find_head, parse_head, skip_empty_lines
+from forkd.http.parser import find_head, skip_empty_lines
 from forkd.http.request import ConnectionInfo, Request
 from forkd.http.response import (
     NO_CONTENT,
@@ -134,10 +134,14 @@ class Connection:
             self._peer_closed()
             return
         state = self.state
-        if state == LINGER:
-            return  # discarded: we only wait for the peer's FIN
         if state == HEAD and not self.buffer:
             self.deadline = now + self.worker.timeouts.header  # the first byte of a request
+            if data.find(b"\r\n\r\n") == len(data) - 4 and data[0] != 13:
+                # The common case: the segment is exactly one complete head. Skip the buffer.
+                self._start(data, now)
+                return
+        elif state == LINGER:
+            return  # discarded: we only wait for the peer's FIN
         self.buffer += data
         if state == HEAD or state == BODY:
             self.process(now)
@@ -197,19 +201,24 @@ class Connection:
                 return False
         try:
             end = find_head(buffer, self.worker.limits)
-            if end < 0:
-                return False
-            head = bytes(buffer[:end])
-            del buffer[:end]
-            self.slot_line = head[: head.find(b"\r\n")]
-            request = parse_head(head, self.worker.limits)
         except HTTPError as error:
             self.fail(error, now)
             return False
-        self._begin(request, now)
+        if end < 0:
+            return False
+        head = bytes(buffer[:end])
+        del buffer[:end]
+        self._start(head, now)
         return True
 
-    def _begin(self, request: Request, now: float) -> None:
+    def _start(self, head: bytes, now: float) -> None:
+        """Parse a complete head and serve the request (or wait for its body)."""
+        self.slot_line = head[: head.find(b"\r\n")]
+        try:
+            request = self.worker.head_parser.parse(head)
+        except HTTPError as error:
+            self.fail(error, now)
+            return
         worker = self.worker
         self.request = request
         self.started = now
@@ -288,7 +297,12 @@ class Connection:
         request = self.request
         assert request is not None
         try:
-            response = self._handle(handler, request)
+            try:
+                response = handler.handle(request)
+            except InternalRedirect as redirect:
+                response = self._redirect(request, redirect)
+            if type(response) is not Response:
+                raise TypeError(f"handler returned {type(response).__name__}, not a Response")
         except HTTPError as error:
             response = self._error_response(error)
         except Exception:
@@ -298,18 +312,16 @@ class Connection:
             response = self._error_response(InternalError())
         self.respond(response, now)
 
-    def _handle(self, handler: Handler, request: Request) -> Response:
-        for _ in range(MAX_REDIRECTS + 1):
+    def _redirect(self, request: Request, redirect: InternalRedirect) -> Response:
+        """Serve local redirects (RFC 3875 §6.2.2) until a handler answers, at most MAX_REDIRECTS."""
+        for _ in range(MAX_REDIRECTS):
+            request = self.worker.redirected(request, redirect)
+            handler = self.worker.route(request)
+            handler.prepare(request)
             try:
-                response = handler.handle(request)
-            except InternalRedirect as redirect:
-                request = self.worker.redirected(request, redirect)
-                handler = self.worker.route(request)
-                handler.prepare(request)
-                continue
-            if not isinstance(response, Response):
-                raise TypeError(f"handler returned {type(response).__name__}, not a Response")
-            return response
+                return handler.handle(request)
+            except InternalRedirect as again:
+                redirect = again
         raise InternalError("too many internal redirects")
 
     def fail(self, error: HTTPError, now: float) -> None:
@@ -406,6 +418,23 @@ class Connection:
             out.append(b"".join(pending))
 
     def _write(self, now: float) -> None:
+        out = self.out
+        if len(out) == 1 and type(out[0]) is bytes:
+            # The common case, one buffer (head and small body): one send, no queue handling.
+            data = out[0]
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self.abort(f"write failed: {exc.strerror}")
+                return
+            self.written += sent
+            if sent == len(data):
+                out.clear()
+                self._finish(now)
+                return
+            out[0] = memoryview(data)[sent:]
         try:
             done = self._flush(now)
         except ClientGone as gone:
@@ -470,10 +499,11 @@ class Connection:
         worker = self.worker
         request = self.request
         keep = self.keep
-        worker.access_log.record(
-            request, self.remote, self.status, max(self.written - self.head_length, 0),
-            time.monotonic() - self.started if self.started else 0.0, _line(self.slot_line),
-        )
+        if worker.access_log_enabled:
+            worker.access_log.record(
+                request, self.remote, self.status, max(self.written - self.head_length, 0),
+                time.monotonic() - self.started if self.started else 0.0, _line(self.slot_line),
+            )
         # After an error before a request was parsed or its body read, the client may still be
         # sending: linger so that a reset does not destroy the reply.
         linger = request is None or self.body_pending or bool(self.buffer)

@@ -49,6 +49,7 @@ from forkd.connection import Connection
 from forkd.handlers import Handler, InternalRedirect, Router
 from forkd.handlers.paths import normalize
 from forkd.http.errors import InternalError
+from forkd.http.parser import HeadParser
 from forkd.http.request import ConnectionInfo, Request
 from forkd.logs import AccessLog, ErrorLog
 from forkd.scoreboard import Slot
@@ -118,8 +119,10 @@ class Worker:
         setproctitle(f"forkd: worker [gen {context.generation}]")
         self.error_log = ErrorLog(config.error_log, config.log_level)
         self.access_log = AccessLog(config.access_log, config.log_format)
+        self.access_log_enabled = self.access_log.enabled
         self.server = SERVER_SOFTWARE if config.server_tokens else "forkd"
         self.router = Router(config)
+        self.head_parser = HeadParser(self.limits)
         self.routes: dict[str, Handler] = {}  # raw path -> handler, bounded by ROUTE_CACHE
         self.connections: dict[int, Connection] = {}
         self.ready: list[Connection] = []  # connections with buffered pipelined requests

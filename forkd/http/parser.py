@@ -29,6 +29,7 @@ per-character Python loop on the hot path.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from forkd.config import Limits
 from forkd.http.errors import (
@@ -42,28 +43,33 @@ from forkd.http.errors import (
 )
 from forkd.http.request import Request
 
-# -- Grammar (RFC 9110 §5.6.2, RFC 9112 §3, RFC 3986 §3) ------------------------------------------
+# -- Grammar (RFC 9110 §5.6.2, RFC 9112 §2-§5, RFC 3986 §3) -------------------------------------
+# Heads are decoded as latin-1 (one char per octet, every octet kept) and matched as str.
 
 # tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~"
 #       / DIGIT / ALPHA
 # token = 1*tchar
-TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
-TOKEN = re.compile(rb"[" + TCHAR + rb"]+")
+TCHAR = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
+TOKEN = re.compile(f"[{TCHAR}]+")
 
 # HTTP-version = HTTP-name "/" DIGIT "." DIGIT ; HTTP-name = %s"HTTP"
-HTTP_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+HTTP_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
 
 # request-line = method SP request-target SP HTTP-version
 # method = token
 # request-target: any visible US-ASCII (the four forms are told apart after the match); RFC 3986
 # allows no octets outside VCHAR in a URI, so neither CTLs nor obs-text are accepted here.
-REQUEST_LINE = re.compile(rb"([" + TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+REQUEST_LINE = re.compile(rf"([{TCHAR}]+) ([\x21-\x7e]+) (HTTP/[0-9]\.[0-9])")
 
-# field-line = field-name ":" OWS field-value OWS ; field-name = token
-# field-value = *field-content ; field-vchar = VCHAR / obs-text ; plus SP / HTAB inside.
-# Everything else below 0x20, and DEL, is forbidden anywhere in a head. CR and LF are checked
-# separately (they may only appear as the CRLF pair).
-FORBIDDEN_OCTET = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# field-line = field-name ":" OWS field-value OWS ; field-name = token ; each line ends in CRLF.
+# The whole field section is matched at once. Inside a line no CR or LF may appear, so this also
+# refuses bare CR and bare LF (RFC 9112 §2.2), obs-fold (a line starting with SP/HTAB, §5.2) and
+# whitespace before the colon (§5.1).
+FIELD_SECTION = re.compile(rf"(?:[{TCHAR}]+:[^\r\n]*\r\n)*")
+
+# field-vchar = VCHAR / obs-text, plus SP and HTAB: every other CTL, and DEL, is refused anywhere in
+# a head. bytes.translate deletes the allowed octets; whatever is left is forbidden.
+ALLOWED_OCTETS = bytes([9, 10, 13]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 
 # Host = uri-host [ ":" port ]        (RFC 9110 §7.2)
 # uri-host = IP-literal / IPv4address / reg-name ; reg-name = *( unreserved / pct-encoded / sub-delims )
@@ -77,7 +83,7 @@ ABSOLUTE_URI = re.compile(r"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#]*)(.*)")
 DIGITS = re.compile(r"[0-9]+")
 MAX_LENGTH_DIGITS = 18  # fits an int64; longer is larger than any body limit (413)
 
-SUPPORTED_VERSIONS = {(1, 1): "HTTP/1.1", (1, 0): "HTTP/1.0"}
+SUPPORTED_VERSIONS = frozenset({"HTTP/1.1", "HTTP/1.0"})
 SINGLETON_FIELDS = frozenset({"host", "content-length", "transfer-encoding"})
 
 
@@ -117,7 +123,7 @@ def _check_partial(buffer: bytes | bytearray, limits: Limits) -> None:
         return
     if line_end > limits.request_line:
         raise URITooLong("request line too long")
-    parse_request_line(bytes(buffer[:line_end]))  # HTTP/0.9 and garbage fail here, early
+    parse_request_line(buffer[:line_end].decode("latin-1"))  # HTTP/0.9 and garbage fail early
     if len(buffer) > limits.header_bytes:
         raise HeadersTooLarge("request head too large")
     if buffer.count(b"\n") != buffer.count(b"\r\n"):
@@ -127,45 +133,84 @@ def _check_partial(buffer: bytes | bytearray, limits: Limits) -> None:
 # -- Parsing the head ----------------------------------------------------------------------------
 
 
-def parse_request_line(line: bytes) -> tuple[str, str, str]:
+def parse_request_line(line: str) -> tuple[str, str, str]:
     """(method, request-target, version) of a request line, or the error it deserves."""
     match = REQUEST_LINE.fullmatch(line)
     if match is None:
         raise _bad_request_line(line)
-    method, target, major, minor = match.groups()
-    version = SUPPORTED_VERSIONS.get((major[0] - 48, minor[0] - 48))
-    if version is None:
+    method, target, version = match.groups()
+    if version not in SUPPORTED_VERSIONS:
         # RFC 9110 §15.6.6: 505 for a major version we do not support. The HTTP/2 preface
         # "PRI * HTTP/2.0" lands here too: a prior-knowledge h2 client gets 505 and a close.
-        raise VersionNotSupported(f"HTTP/{major.decode()}.{minor.decode()} is not supported")
-    return method.decode("ascii"), target.decode("ascii"), version
+        raise VersionNotSupported(f"{version} is not supported")
+    return method, target, version
 
 
-def _bad_request_line(line: bytes) -> BadRequest | VersionNotSupported:
+def _bad_request_line(line: str) -> BadRequest | VersionNotSupported:
     """Tell an unsupported version (505) from a malformed line (400)."""
-    _, space, version = line.rpartition(b" ")
-    if space and HTTP_VERSION.fullmatch(version) and version not in (b"HTTP/1.0", b"HTTP/1.1"):
+    _, space, version = line.rpartition(" ")
+    if space and HTTP_VERSION.fullmatch(version) and version not in SUPPORTED_VERSIONS:
         return VersionNotSupported("HTTP version not supported")
     return BadRequest("malformed request line")
 
 
+class HeadParser:
+    """parse_head with a memory: a head already seen (byte for byte) is not parsed again.
+
+    Keep-alive clients repeat themselves (the same head for every poll, asset or benchmark request),
+    and parsing is the largest share of a small request's cost. The key is the complete head, so a
+    hit is exactly the result parse_head would return; heads that fail are never stored. Bounded in
+    entries and in the size of the heads kept.
+    """
+
+    def __init__(self, limits: Limits, entries: int = 256, largest: int = 2048) -> None:
+        self.limits = limits
+        self.entries = entries
+        self.largest = largest
+        self.cache: dict[bytes, tuple[Any, ...]] = {}
+
+    def parse(self, head: bytes) -> Request:
+        entry = self.cache.get(head)
+        if entry is not None:
+            method, target, path, query, version, headers, host, keep, length, chunked, expect, line = entry
+            request = Request(method, target, path, query, version, dict(headers), host, keep, length,
+                              chunked, expect)
+            request.request_line = line
+            return request
+        request = parse_head(head, self.limits)
+        if len(head) <= self.largest:
+            if len(self.cache) >= self.entries:
+                self.cache.clear()
+            self.cache[head] = (
+                request.method, request.target, request.path, request.query, request.version,
+                dict(request.headers), request.host, request.keep_alive, request.content_length,
+                request.chunked, request.expect_continue, request.request_line,
+            )
+        return request
+
+
 def parse_head(head: bytes, limits: Limits) -> Request:
     """Parse a complete head (as delimited by find_head) into a Request without its body."""
-    if FORBIDDEN_OCTET.search(head) is not None:
+    if len(head) > limits.header_bytes:
+        raise HeadersTooLarge("request head too large")
+    if head.translate(None, ALLOWED_OCTETS):
         raise BadRequest("control character in request head")
-    crlf = head.count(b"\r\n")
-    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
-        raise BadRequest("bare CR or LF in request head")  # RFC 9112 §2.2
-    lines = head[:-4].split(b"\r\n")
-    request_line = lines[0]
-    if len(request_line) > limits.request_line:
+    text = head.decode("latin-1")
+    line_end = text.find("\r\n")
+    if line_end > limits.request_line:
         raise URITooLong("request line too long")
-    method, target, version = parse_request_line(request_line)
-    if len(lines) - 1 > limits.headers:
-        raise HeadersTooLarge("too many header fields")
-    headers = parse_fields(lines, 1)
+    method, target, version = parse_request_line(text[:line_end])
+    fields = text[line_end + 2 : -2]  # every field line with its CRLF, without the blank line
+    if fields:
+        if fields.count("\n") > limits.headers:
+            raise HeadersTooLarge("too many header fields")
+        if FIELD_SECTION.fullmatch(fields) is None:
+            raise BadRequest("malformed header field")
+        headers = parse_fields(fields[:-2].split("\r\n"))
+    else:
+        headers = {}
     request = Request(method, target, "", "", version, headers, "", version == "HTTP/1.1")
-    request.request_line = request_line.decode("ascii")
+    request.request_line = text[:line_end]
     _apply_target(request, headers, version)
     if "connection" in headers:
         _apply_connection(request, headers["connection"], version)
@@ -183,18 +228,21 @@ def parse_head(head: bytes, limits: Limits) -> Request:
     return request
 
 
-def parse_fields(lines: list[bytes], start: int) -> dict[str, str]:
-    """Field lines into a dict of lower-cased names; repeats joined with ", " (RFC 9110 §5.3)."""
+def parse_fields(lines: list[str]) -> dict[str, str]:
+    """Valid field lines into a dict of lower-cased names (RFC 9110 §5.1: case-insensitive)."""
+    pairs = [line.partition(":") for line in lines]
+    headers = {name.lower(): value.strip(" \t") for name, _, value in pairs}
+    if len(headers) != len(pairs):
+        return _join_repeats(pairs)
+    return headers
+
+
+def _join_repeats(pairs: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Repeated fields are joined with ", " (RFC 9110 §5.3), except those that must be single."""
     headers: dict[str, str] = {}
-    token = TOKEN.fullmatch
-    for index in range(start, len(lines)):
-        name, colon, value = lines[index].partition(b":")
-        if not colon or token(name) is None:
-            # Covers obs-fold (the line starts with SP/HTAB: RFC 9112 §5.2), whitespace before the
-            # colon (§5.1) and lines with no colon at all.
-            raise BadRequest("malformed header field")
-        key = name.lower().decode("ascii")
-        text = value.strip(b" \t").decode("latin-1")
+    for name, _, value in pairs:
+        key = name.lower()
+        text = value.strip(" \t")
         if key in headers:
             if key in SINGLETON_FIELDS:
                 _check_duplicate(key, headers[key], text)
@@ -270,7 +318,7 @@ def _transfer_coding_is_chunked(value: str) -> bool:
     """transfer-coding list; chunked must be final and only once (RFC 9112 §6.1, §7)."""
     codings = [coding.strip(" \t").lower() for coding in value.split(",")]
     for coding in codings:
-        if not coding or TOKEN.fullmatch(coding.encode("latin-1")) is None:
+        if not coding or TOKEN.fullmatch(coding) is None:
             raise BadRequest("malformed Transfer-Encoding")
     if codings[-1] != "chunked" and "chunked" in codings or codings.count("chunked") > 1:
         raise BadRequest("chunked is not the final transfer coding")

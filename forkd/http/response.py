@@ -66,6 +66,10 @@ NO_CONTENT = frozenset({100, 101, 102, 103, 204, 304})
 # A line start not followed by `token ": "` (RFC 9110 §5.1 field-name), except the very end.
 _BAD_LINE = re.compile(r"(?m)^(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+: |\Z)").search
 
+STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in REASONS.items()}
+FIELDS_CACHE_SIZE = 1024
+_FIELDS_CACHE: dict[tuple[tuple[str, str], ...], str] = {}
+
 _date_second = -1
 _date_text = ""
 
@@ -100,14 +104,26 @@ def render_head(status: int, headers: list[tuple[str, str]], server: str, framin
         connection = "Connection: keep-alive\r\n" if http10 else ""
     else:
         connection = "Connection: close\r\n"
-    if headers:
-        fields = _render_fields(headers)
-    else:
-        fields = ""
-    return (
-        f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nDate: {http_date()}\r\n"
-        f"Server: {server}\r\n{fields}{framing}{connection}\r\n"
-    ).encode("latin-1")
+    status_line = STATUS_LINES.get(status) or f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
+    fields = _fields_text(headers) if headers else ""
+    return f"{status_line}Date: {http_date()}\r\nServer: {server}\r\n{fields}{framing}{connection}\r\n".encode(
+        "latin-1"
+    )
+
+
+def _fields_text(headers: list[tuple[str, str]]) -> str:
+    """The handler's header lines, checked; cached, since a file's headers repeat per request."""
+    try:
+        key = tuple(headers)
+        text = _FIELDS_CACHE.get(key)
+    except TypeError:  # unhashable pairs (lists): render without the cache
+        return _render_fields(headers)
+    if text is None:
+        text = _render_fields(headers)
+        if len(_FIELDS_CACHE) >= FIELDS_CACHE_SIZE:
+            _FIELDS_CACHE.clear()
+        _FIELDS_CACHE[key] = text
+    return text
 
 
 def _render_fields(headers: list[tuple[str, str]]) -> str:

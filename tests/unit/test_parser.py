@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from forkd.config import Limits
 from forkd.http.errors import BadRequest, HeadersTooLarge, HTTPError, URITooLong
-from forkd.http.parser import find_head, parse_head, skip_empty_lines
+from forkd.http.parser import HeadParser, find_head, parse_head, skip_empty_lines
 from forkd.http.response import UnsafeHeader, error_body, http_date, render_head
 
 LIMITS = Limits()
@@ -157,3 +157,29 @@ def test_error_body_escapes_detail() -> None:
     body = error_body(400, "<script>alert(1)</script>")
     assert b"<script>" not in body and b"&lt;script&gt;" in body
     assert b"400 Bad Request" in body
+
+
+def test_head_parser_memory_gives_fresh_equal_requests() -> None:
+    parser = HeadParser(LIMITS, entries=2)
+    head = b"GET /a?b HTTP/1.1\r\nHost: h\r\nX: 1\r\n\r\n"
+    first = parser.parse(head)
+    first.headers["x"] = "changed by a handler"
+    first.extra["k"] = "v"
+    second = parser.parse(head)
+    assert second is not first and second.headers == {"host": "h", "x": "1"}
+    assert second.extra == {} and second.body is None
+    for name in ("method", "target", "path", "query", "version", "host", "keep_alive",
+                 "content_length", "chunked", "expect_continue", "request_line"):
+        assert getattr(second, name) == getattr(parse_head(head, LIMITS), name)
+
+
+def test_head_parser_memory_is_bounded_and_never_holds_failures() -> None:
+    parser = HeadParser(LIMITS, entries=2, largest=100)
+    with pytest.raises(BadRequest):
+        parser.parse(b"GET / HTTP/1.1\r\n\r\n")
+    assert not parser.cache
+    for path in (b"/1", b"/2", b"/3"):
+        parser.parse(b"GET " + path + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert len(parser.cache) <= 2
+    parser.parse(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 200 + b"\r\n\r\n")
+    assert len(parser.cache) <= 2 and all(len(key) <= 100 for key in parser.cache)
