@@ -41,6 +41,11 @@ from forkd.http.request import Request
 from forkd.http.response import Response
 from forkd.logs import ErrorLog
 
+# After the header block, how long (and for how many bytes) to wait for the end of the output, so
+# that a short response is sent whole rather than streamed (see CgiProcess.collect).
+WHOLE_BODY_WAIT = 0.003
+WHOLE_BODY_LIMIT = 65536
+
 
 class CgiHandler:
     def __init__(self, prefix: str, cgi: CgiConfig, config: Config, log: ErrorLog | None = None) -> None:
@@ -111,10 +116,18 @@ class CgiHandler:
         if isinstance(outcome, LocalRedirect):
             process.close()
             raise InternalRedirect(outcome.target, _redirect_variables(request))
-        return Response(
-            outcome.status, outcome.fields, body=body_iterator(process, first, outcome.length),
-            length=outcome.length, cleanup=process.close,
-        )
+        body, complete = process.collect(first, WHOLE_BODY_WAIT, WHOLE_BODY_LIMIT)
+        if not complete:
+            return Response(
+                outcome.status, outcome.fields, body=body_iterator(process, body, outcome.length),
+                length=outcome.length, cleanup=process.close,
+            )
+        if outcome.length is not None:
+            if len(body) < outcome.length:
+                self.log.error(f"cgi {process.label}: output ended before its Content-Length")
+                raise MalformedOutput("output shorter than its Content-Length")
+            body = body[: outcome.length]
+        return Response(outcome.status, outcome.fields, body=body, cleanup=process.close)
 
     def _header_block(self, process: CgiProcess) -> tuple[bytes, bytes]:
         """(the header lines, the body bytes read along with them), within the script's timeout."""

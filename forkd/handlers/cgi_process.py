@@ -115,6 +115,26 @@ class CgiProcess:
             if chunk is not None:
                 return chunk
 
+    def collect(self, first: bytes, wait: float, limit: int) -> tuple[bytes, bool]:
+        """`first` plus the output that follows within `wait` seconds, and whether stdout has ended.
+
+        Most scripts are done a moment after their header block: their whole body then leaves as
+        one piece with a Content-Length (one write, keep-alive even on HTTP/1.0) instead of a stream.
+        """
+        pieces = [first]
+        size = len(first)
+        deadline = time.monotonic() + wait
+        while size <= limit:
+            try:
+                piece = self.read_output(deadline)
+            except ScriptTimeout:
+                break
+            if not piece:
+                return b"".join(pieces), True
+            pieces.append(piece)
+            size += len(piece)
+        return b"".join(pieces), False
+
     def _read_stdout(self) -> bytes | None:
         try:
             chunk = os.read(self.stdout, CHUNK)

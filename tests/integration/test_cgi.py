@@ -204,12 +204,23 @@ def test_streaming_before_the_script_ends(daemon: Daemon, tmp_path: Path) -> Non
     assert b"second\n" in received
 
 
-def test_http10_response_is_close_delimited(daemon: Daemon) -> None:
-    response = raw_exchange(daemon, b"GET /cgi/hello.sh HTTP/1.0\r\n\r\n")
+def test_http10_stream_is_close_delimited(daemon: Daemon) -> None:
+    response = raw_exchange(daemon, b"GET /cgi/later.sh HTTP/1.0\r\n\r\n")
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert b"Transfer-Encoding" not in head and b"Content-Length" not in head
-    assert body == b"hello\n"
+    assert body == b"later\n"
+
+
+def test_http11_stream_is_chunked(daemon: Daemon) -> None:
+    response = raw_exchange(daemon, b"GET /cgi/later.sh HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert _dechunk(body) == b"later\n"
+
+
+def test_short_output_declaring_more_is_502(daemon: Daemon) -> None:
+    assert daemon.get("/cgi/short.sh")[0] == 502
 
 
 def test_head_strips_the_body_and_keeps_the_connection(daemon: Daemon) -> None:
