@@ -7,6 +7,7 @@ reliably (a file replaced between validation and open, the content cache's reval
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 
 from forkd.config import Config, StaticConfig
 from forkd.handlers.conditional import parse_http_date
-from forkd.handlers.static import StaticHandler
+from forkd.handlers.static import StaticHandler, _os_error
 from forkd.http.errors import HTTPError
 from forkd.http.request import Request
 from forkd.http.response import FileRange, Response
@@ -272,3 +273,12 @@ def test_last_modified_is_never_in_the_future(site: Path) -> None:
     headers = dict(make(site).handle(request("/a.txt")).headers)
     last_modified = parse_http_date(headers["Last-Modified"])
     assert last_modified is not None and last_modified <= time.time()
+
+
+def test_os_errors_map_to_statuses() -> None:
+    # Root reads every file, so the 403 for an unreadable file is checked at the mapping.
+    assert _os_error(PermissionError(errno.EACCES, "denied")).status == 403
+    assert _os_error(FileNotFoundError(errno.ENOENT, "gone")).status == 404
+    assert _os_error(NotADirectoryError(errno.ENOTDIR, "file")).status == 404
+    assert _os_error(OSError(errno.ELOOP, "loop")).status == 404
+    assert _os_error(OSError(errno.EIO, "disk")).status == 500
