@@ -260,6 +260,7 @@ class Master:
     def loop(self) -> None:
         while True:
             self.wait(self.timeout())
+            self.notifier.keepalive(time.monotonic())
             self.dispatch_signals()
             self.reap()
             if self.stop_deadline is not None:

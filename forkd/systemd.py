@@ -8,7 +8,8 @@ read, so neither workers nor CGI scripts believe the sockets are theirs.
 Notification (sd_notify(3)): NOTIFY_SOCKET names an AF_UNIX datagram socket, a path or an abstract
 name written with a leading "@". Each message is newline-separated KEY=VALUE lines. forkd sends
 READY=1 once its first generation serves, RELOADING=1 with MONOTONIC_USEC at the start of a reload
-and READY=1 at its end, STATUS= lines, and STOPPING=1. The variable is removed from the environment
+and READY=1 at its end, STATUS= lines, STOPPING=1, and WATCHDOG=1 from the master's loop when the unit
+sets WatchdogSec= (WATCHDOG_USEC). The variable is removed from the environment
 too: only the master (the service's main pid) may notify. Without NOTIFY_SOCKET every call is a
 no-op.
 """
@@ -42,16 +43,25 @@ def listen_fds(environ: MutableMapping[str, str]) -> list[int]:
 class Notifier:
     """Sends sd_notify messages to the socket named by NOTIFY_SOCKET, if any."""
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self, address: str | None, watchdog_seconds: float = 0.0) -> None:
         self.address: str | bytes | None = None
         if address:
             # An abstract socket name is written "@name" and means "\0name" (sd_notify(3)).
             self.address = b"\0" + address[1:].encode() if address.startswith("@") else address
         self.status = ""
+        # WatchdogSec=: ping at half the interval, as sd_watchdog_enabled(3) recommends.
+        self.watchdog_every = watchdog_seconds / 2
+        self.next_watchdog = 0.0
 
     @classmethod
     def from_environment(cls, environ: MutableMapping[str, str]) -> Notifier:
-        return cls(environ.pop("NOTIFY_SOCKET", None))
+        address = environ.pop("NOTIFY_SOCKET", None)
+        usec = environ.pop("WATCHDOG_USEC", "")
+        pid = environ.pop("WATCHDOG_PID", "")
+        watchdog = 0.0
+        if usec.isdigit() and (not pid or pid == str(os.getpid())):
+            watchdog = int(usec) / 1_000_000
+        return cls(address, watchdog)
 
     def send(self, *lines: str) -> None:
         if self.address is None:
@@ -76,6 +86,12 @@ class Notifier:
         if status != self.status:
             self.status = status
             self.send(f"STATUS={status}")
+
+    def keepalive(self, now: float) -> None:
+        """WATCHDOG=1 when due: proof that the master's loop is turning."""
+        if self.watchdog_every and now >= self.next_watchdog:
+            self.next_watchdog = now + self.watchdog_every
+            self.send("WATCHDOG=1")
 
     def stopping(self) -> None:
         self.send("STOPPING=1", "STATUS=stopping")

@@ -115,9 +115,10 @@ def test_sd_notify_messages_arrive_in_order(make_daemon: MakeDaemon, tmp_path: P
         daemon = make_daemon(
             {"routes": [{"prefix": "/", "static": {"root": str(tmp_path / "www")}}]},
             start=False,
-            env=dict(os.environ, NOTIFY_SOCKET=name),
+            env=dict(os.environ, NOTIFY_SOCKET=name, WATCHDOG_USEC="400000"),
         )
         daemon.start()
+        time.sleep(0.5)  # long enough for two watchdog periods
         daemon.signal(signal.SIGHUP)
         daemon.wait_for_log("ready: generation 2")
         daemon.signal(signal.SIGTERM)
@@ -136,7 +137,9 @@ def test_sd_notify_messages_arrive_in_order(make_daemon: MakeDaemon, tmp_path: P
         if line in ("READY=1", "RELOADING=1", "STOPPING=1")
     ]
     assert kinds == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], messages
-    assert "STATUS=generation 1, 2 workers" in messages[0]
+    first_ready = next(m for m in messages if "READY=1" in m)
+    assert "STATUS=generation 1, 2 workers" in first_ready
+    assert messages.count("WATCHDOG=1") >= 2  # every 0.2 s from the master's loop
     reloading = next(m for m in messages if "RELOADING=1" in m)
     usec = int(re.search(r"MONOTONIC_USEC=(\d+)", reloading).group(1))  # type: ignore[union-attr]
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
