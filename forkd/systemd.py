@@ -8,10 +8,9 @@ read, so neither workers nor CGI scripts believe the sockets are theirs.
 Notification (sd_notify(3)): NOTIFY_SOCKET names an AF_UNIX datagram socket, a path or an abstract
 name written with a leading "@". Each message is newline-separated KEY=VALUE lines. forkd sends
 READY=1 once its first generation serves, RELOADING=1 with MONOTONIC_USEC at the start of a reload
-and READY=1 at its end, STATUS= lines, STOPPING=1, and WATCHDOG=1 from the master's loop when the unit
-sets WatchdogSec= (WATCHDOG_USEC). The variable is removed from the environment
-too: only the master (the service's main pid) may notify. Without NOTIFY_SOCKET every call is a
-no-op.
+and READY=1 at its end, STATUS= lines, STOPPING=1, and WATCHDOG=1 from the master's loop when
+the unit sets WatchdogSec= (WATCHDOG_USEC). These variables are removed from the environment too:
+only the master (the service's main pid) may notify. Without NOTIFY_SOCKET every call is a no-op.
 """
 
 from __future__ import annotations
