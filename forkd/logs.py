@@ -37,11 +37,21 @@ class LogFile:
         else:
             self.fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
-    def reopen(self) -> None:
+    def reopen(self) -> bool:
+        """Open the path again (after logrotate renamed it); on failure keep the old file.
+
+        A log that cannot be reopened (its directory vanished, the disk is full) must not take the
+        process down with it: the old descriptor stays in use and False is returned.
+        """
         old = self.fd
-        self.open()
-        if old > 2:
+        try:
+            self.open()
+        except OSError:
+            self.fd = old
+            return False
+        if old > 2 and old != self.fd:
             os.close(old)
+        return True
 
     def write(self, data: bytes) -> None:
         if self.fd < 0 or not data:
@@ -83,8 +93,11 @@ class ErrorLog:
     def error(self, message: str) -> None:
         self.log("error", message)
 
-    def reopen(self) -> None:
-        self.file.reopen()
+    def reopen(self) -> bool:
+        if self.file.reopen():
+            return True
+        self.error(f"cannot reopen {self.file.target}: still writing to the old file")
+        return False
 
 
 class AccessLog:
@@ -121,9 +134,8 @@ class AccessLog:
         referer = _quote(headers.get("referer", "-"))
         agent = _quote(headers.get("user-agent", "-"))
         line = _quote(request.request_line if request else request_line)
-        return f'{remote or "-"} - - [{self._now()}] "{line}" {status} {sent} "{referer}" "{agent}"\n'.encode(
-            "latin-1", "replace"
-        )
+        text = f'{remote or "-"} - - [{self._now()}] "{line}" {status} {sent} "{referer}" "{agent}"\n'
+        return text.encode("latin-1", "replace")
 
     def _json(self, request: Request | None, remote: str, status: int, sent: int, seconds: float,
               request_line: str) -> bytes:
@@ -156,9 +168,9 @@ class AccessLog:
             self.buffer.clear()
             self.buffered = 0
 
-    def reopen(self) -> None:
+    def reopen(self) -> bool:
         self.flush()
-        self.file.reopen()
+        return self.file.reopen()
 
 
 def _quote(text: str) -> str:

@@ -699,7 +699,10 @@ class Master:
 
     def reopen_logs(self) -> None:
         config = self.generation.config if self.generation else self.first_config
-        own_logs(config)
+        try:
+            own_logs(config)
+        except OSError as exc:
+            self.log.error(f"cannot prepare the log files for the workers: {exc}")
         self.log.reopen()
         self.log.info("log files reopened")
         for record in self.workers.values():
