@@ -138,6 +138,7 @@ class Worker:
         self.accept_paused_until = 0.0
         self.reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.listeners = {sock.fileno(): sock for sock in context.listeners}
+        self.rotate_accepts = config.workers > 1
         self.listener_info = {fd: _listener_facts(sock) for fd, sock in self.listeners.items()}
         self.epoll = select.epoll()
         self.epoll.register(self.wakeup_read, EPOLLIN)
@@ -300,6 +301,14 @@ class Worker:
         connection = Connection(self, sock, info, now)
         self.connections[connection.fd] = connection
         self.epoll.register(connection.fd, EPOLLIN)
+        if self.rotate_accepts:
+            # EPOLLEXCLUSIVE wakes the first waiting epoll on the listener's wait queue, and
+            # registration appends to it: without this the first worker would take nearly every
+            # connection while the others idle. Re-registering moves us to the back of the queue,
+            # so connections go round the workers (two epoll_ctl calls per accepted connection).
+            self.epoll.unregister(fd)
+            self.epoll.register(fd, EPOLLIN | EPOLLEXCLUSIVE)
+            os.sched_yield()
 
     def _close_oldest_idle(self) -> bool:
         """Close the idle connection waiting longest (the one whose keep-alive ends first)."""
