@@ -94,22 +94,29 @@ class CgiProcess:
                 self.poll.register(self.stdin, select.POLLOUT)
 
     # -- output ----------------------------------------------------------------------------------
-    def read_output(self, deadline: float) -> bytes:
-        """The next piece of stdout (b"" at its end), serving stdin and stderr meanwhile."""
+    def read_output(self, deadline: float, patient: bool = True) -> bytes:
+        """The next piece of stdout (b"" at its end), serving stdin and stderr meanwhile.
+
+        `patient`: a script that is reading its request body is working, not stuck (a git push
+        indexes its whole pack before it answers), so each bit of the body it takes moves the
+        deadline to `timeout` from then. Output on stderr does not count.
+        """
         if self.output_done:
             return b""
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 raise ScriptTimeout(f"{self.label}: no output within {self.timeout:g}s")
             chunk = None
-            for fd, events in self.poll.poll(remaining * 1000):
+            for fd, events in self.poll.poll((deadline - now) * 1000):
                 if fd == self.stdout:
                     chunk = self._read_stdout()
                 elif fd == self.stderr:
                     self._read_stderr()
                 elif fd == self.stdin and events & select.POLLOUT:
                     self._feed()
+                    if patient:
+                        deadline = time.monotonic() + self.timeout
                 elif fd == self.stdin:
                     self._close_stdin()  # POLLERR: the script closed its end
             if chunk is not None:
@@ -126,7 +133,7 @@ class CgiProcess:
         deadline = time.monotonic() + wait
         while size <= limit:
             try:
-                piece = self.read_output(deadline)
+                piece = self.read_output(deadline, patient=False)
             except ScriptTimeout:
                 break
             if not piece:

@@ -296,6 +296,11 @@ def test_no_header_before_timeout_is_504(daemon: Daemon, tmp_path: Path) -> None
     daemon.wait_for_log(f"cgi {SCRIPTS / 'slow-header.sh'}: no header block within 1s")
 
 
+def test_a_script_reading_its_body_is_not_timed_out(daemon: Daemon) -> None:
+    status, _, body = daemon.get("/fast/slow-reader.sh", method="POST", body=b"x" * (1024 * 1024))
+    assert (status, body) == (200, b"read it all\n")
+
+
 def test_timeout_mid_body_cuts_the_response(daemon: Daemon, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     request = f"GET /fast/slow-body.sh?{pidfile} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
