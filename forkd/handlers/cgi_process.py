@@ -29,7 +29,8 @@ more, so a slow client slows the script down (its stdout pipe fills) instead of 
 
 Time. `timeout` bounds each wait for output: the header block, and then every next piece of the body.
 The first becomes 504, the second an exception out of the body iterator, which makes the worker cut the
-connection (the status line is already gone).
+connection (the status line is already gone). A script that takes in request body meanwhile is
+working, so each piece it takes restarts the wait.
 
 The end. `close()` runs exactly once, whatever happened (done, client gone, HEAD, error): stdin is
 closed; if the script is still running it gets SIGTERM on its whole group and a short grace; then the
