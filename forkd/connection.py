@@ -224,7 +224,7 @@ class Connection:
         self.started = now
         request.conn = self.info
         # Until the body is read the framing of the next request is unknown: an error now closes.
-        self.body_pending = request.has_body
+        has_body = self.body_pending = request.chunked or bool(request.content_length)
         worker.slot.busy(self.slot_line)
         try:
             if request.path == "*":
@@ -239,7 +239,7 @@ class Connection:
             worker.error_log.error(f"handler prepare failed: {traceback.format_exc()}")
             self.fail(InternalError(), now)
             return
-        if not request.has_body:
+        if not has_body:
             self._dispatch(handler, now)
             return
         self.handler = handler
@@ -384,13 +384,14 @@ class Connection:
             return
         self.head_length = len(head)
         if head_only or mode == NONE:
+            self._send(head, now)
+            return
+        if mode == BYTES and length <= COALESCE:
+            self._send(head + body, now)  # type: ignore[operator]
+            return
+        if mode == BYTES:
             self.out.append(head)
-        elif mode == BYTES:
-            if length <= COALESCE:
-                self.out.append(head + body)  # type: ignore[operator]
-            else:
-                self.out.append(head)
-                self.out.append(body)
+            self.out.append(body)
         elif mode == PARTS:
             self._queue_parts(head, body)  # type: ignore[arg-type]
         else:
@@ -417,24 +418,23 @@ class Connection:
         if pending:
             out.append(b"".join(pending))
 
+    def _send(self, data: bytes, now: float) -> None:
+        """The common case, one buffer (head and small body): one send, no queue handling."""
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.abort(f"write failed: {exc.strerror}")
+            return
+        self.written = sent
+        if sent == len(data):
+            self._finish(now)
+            return
+        self.out.append(memoryview(data)[sent:])
+        self._write(now)
+
     def _write(self, now: float) -> None:
-        out = self.out
-        if len(out) == 1 and type(out[0]) is bytes:
-            # The common case, one buffer (head and small body): one send, no queue handling.
-            data = out[0]
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self.abort(f"write failed: {exc.strerror}")
-                return
-            self.written += sent
-            if sent == len(data):
-                out.clear()
-                self._finish(now)
-                return
-            out[0] = memoryview(data)[sent:]
         try:
             done = self._flush(now)
         except ClientGone as gone:
