@@ -46,7 +46,8 @@ import tempfile
 import time
 import traceback
 from collections import deque
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from forkd.handlers import Handler, InternalRedirect
 from forkd.http.body import ChunkedDecoder, LengthReader
@@ -88,9 +89,27 @@ class ClientGone(Exception):
 
 class Connection:
     __slots__ = (
-        "worker", "sock", "fd", "info", "remote", "buffer", "state", "deadline", "out",
-        "request", "handler", "reader", "body_file", "body_pending", "response", "keep",
-        "status", "head_length", "written", "started", "slot_line",
+        "body_file",
+        "body_pending",
+        "buffer",
+        "deadline",
+        "fd",
+        "handler",
+        "head_length",
+        "info",
+        "keep",
+        "out",
+        "reader",
+        "remote",
+        "request",
+        "response",
+        "slot_line",
+        "sock",
+        "started",
+        "state",
+        "status",
+        "worker",
+        "written",
     )
 
     def __init__(self, worker: Worker, sock: socket.socket, info: ConnectionInfo, now: float) -> None:
@@ -235,7 +254,7 @@ class Connection:
         except HTTPError as error:
             self.fail(error, now)
             return
-        except Exception:
+        except Exception:  # noqa: BLE001 - a handler bug must become a 500, never kill the worker
             worker.error_log.error(f"handler prepare failed: {traceback.format_exc()}")
             self.fail(InternalError(), now)
             return
@@ -245,11 +264,13 @@ class Connection:
         self.handler = handler
         if request.chunked:
             self.reader = ChunkedDecoder(worker.limits.body)
-            self.body_file = tempfile.SpooledTemporaryFile(MEMORY_BODY)
+            self.body_file = tempfile.SpooledTemporaryFile(MEMORY_BODY)  # noqa: SIM115 - closed in _cleanup
         else:
             length = request.content_length or 0
             self.reader = LengthReader(length)
-            self.body_file = io.BytesIO() if length <= MEMORY_BODY else tempfile.TemporaryFile()
+            self.body_file = (  # closed in _cleanup, whatever happens to the request
+                io.BytesIO() if length <= MEMORY_BODY else tempfile.TemporaryFile()  # noqa: SIM115
+            )
         self.state = BODY
         self.deadline = now + worker.timeouts.body
         if request.expect_continue and not self.buffer:
@@ -305,7 +326,7 @@ class Connection:
                 raise TypeError(f"handler returned {type(response).__name__}, not a Response")
         except HTTPError as error:
             response = self._error_response(error)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any handler bug is a 500
             self.worker.error_log.error(
                 f"handler failed on {request.request_line!r}: {traceback.format_exc()}"
             )
@@ -365,7 +386,8 @@ class Connection:
             length = len(body)  # type: ignore[arg-type]
             framing, mode = f"Content-Length: {length}\r\n", BYTES
         elif kind is list:
-            length = response.length if response.length is not None else _parts_length(body)
+            given = response.length
+            length = _parts_length(body) if given is None else given  # type: ignore[arg-type]
             framing, mode = f"Content-Length: {length}\r\n", PARTS
         elif response.length is not None:
             length = response.length
@@ -404,13 +426,14 @@ class Connection:
         out = self.out
         pending = [head]
         for part in parts:
-            if type(part) is bytes:
+            if isinstance(part, bytes):
                 pending.append(part)
-            elif part.count <= INLINE_FILE:  # type: ignore[union-attr]
-                data = os.pread(part.fd, part.count, part.offset)  # type: ignore[union-attr]
+            elif part.count <= INLINE_FILE:
+                data = os.pread(part.fd, part.count, part.offset)
                 pending.append(data)
-                if len(data) != part.count:  # type: ignore[union-attr]
-                    break  # the file shrank: send what there is; the short body closes the conn
+                if len(data) != part.count:
+                    self.keep = False  # the file shrank: the body is short, only a close can say so
+                    break
             else:
                 out.append(b"".join(pending))
                 pending = []
@@ -440,7 +463,7 @@ class Connection:
         except ClientGone as gone:
             self.abort(str(gone))
             return
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken body iterator aborts one connection
             self.worker.error_log.error(f"response body failed: {traceback.format_exc()}")
             self.abort("response body failed")
             return
@@ -525,7 +548,7 @@ class Connection:
             cleanup, response.cleanup = response.cleanup, None
             try:
                 cleanup()
-            except Exception:
+            except Exception:  # noqa: BLE001 - cleanup must not stop the loop
                 self.worker.error_log.error(f"response cleanup failed: {traceback.format_exc()}")
 
     def _cleanup(self) -> None:
@@ -596,7 +619,7 @@ NONE, BYTES, PARTS, LENGTH, CHUNKED, CLOSE, RAW = range(7)
 class _Pull:
     """An iterator body, framed as it is pulled: chunked, length-checked, close-delimited or raw."""
 
-    __slots__ = ("iterator", "mode", "remaining", "finished", "short")
+    __slots__ = ("finished", "iterator", "mode", "remaining", "short")
 
     def __init__(self, iterator: Iterator[bytes], mode: int, length: int) -> None:
         self.iterator = iter(iterator)

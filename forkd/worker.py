@@ -89,7 +89,7 @@ def run_worker(context: WorkerContext) -> int:
     """Run in the forked child until retired; return the exit code (the master calls os._exit)."""
     try:
         worker = Worker(context)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any boot failure is EXIT_BOOT_FAILED
         _boot_failure(context.config, traceback.format_exc())
         return EXIT_BOOT_FAILED
     return worker.run()
@@ -98,7 +98,7 @@ def run_worker(context: WorkerContext) -> int:
 def _boot_failure(config: Config, text: str) -> None:
     try:
         ErrorLog(config.error_log, "error").error(f"worker failed to boot: {text}")
-    except Exception:
+    except Exception:  # noqa: BLE001 - last resort: stderr
         os.write(2, f"forkd: worker failed to boot: {text}\n".encode("utf-8", "replace"))
 
 
@@ -301,7 +301,7 @@ class Worker:
         connection = Connection(self, sock, info, now)
         self.connections[connection.fd] = connection
         self.epoll.register(connection.fd, EPOLLIN)
-        if self.rotate_accepts:
+        if self.rotate_accepts and not self.retiring:  # a retiring worker stays unregistered
             # EPOLLEXCLUSIVE wakes the first waiting epoll on the listener's wait queue, and
             # registration appends to it: without this the first worker would take nearly every
             # connection while the others idle. Re-registering moves us to the back of the queue,

@@ -16,9 +16,9 @@ from __future__ import annotations
 import html as _html
 import re
 import time as _time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus as _HTTPStatus
-from typing import Callable, Iterator
 
 
 @dataclass(slots=True)

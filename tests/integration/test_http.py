@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,7 @@ class RawClient:
             return not self.buffer and self.sock.recv(1) == b""
         except ConnectionResetError:
             return True
-        except socket.timeout:
+        except TimeoutError:
             return False
 
     def request(self, path: str = "/", method: str = "GET", headers: str = "",
@@ -242,7 +243,7 @@ def test_http10_closes_unless_keep_alive_asked(server: Daemon) -> None:
 
 def test_connection_close_honoured(server: Daemon) -> None:
     conn = connect(server)
-    status, headers, _ = conn.request("/1k.txt", headers="Connection: close\r\n")
+    _, headers, _ = conn.request("/1k.txt", headers="Connection: close\r\n")
     assert headers["connection"] == "close"
     assert conn.closed()
 
@@ -259,7 +260,7 @@ def test_head_has_get_headers_and_no_body(server: Daemon) -> None:
 
 
 def test_date_and_server_headers(server: Daemon) -> None:
-    status, headers, _ = connect(server).request("/index.html")
+    _, headers, _ = connect(server).request("/index.html")
     assert headers["server"].startswith("forkd/")
     assert headers["date"].endswith(" GMT")
 
@@ -347,7 +348,7 @@ def test_rejected_body_is_drained_before_close(server: Daemon) -> None:
     conn = connect(server)
     conn.send(b"POST /index.html HTTP/1.1\r\nHost: a\r\nContent-Length: 60000\r\n\r\n")
     conn.send(b"z" * 60000)
-    status, headers, body = conn.response()
+    status, _, body = conn.response()
     assert status == 405 and b"405" in body
 
 
@@ -420,7 +421,7 @@ def test_smuggling_probe_gets_one_answer_then_close(server: Daemon, name: str) -
 def test_handler_exception_is_500_and_the_worker_survives(server: Daemon) -> None:
     workers = server.worker_pids()
     conn = connect(server)
-    status, headers, body = conn.request("/boom")
+    status, _, body = conn.request("/boom")
     assert status == 500
     assert b"secret internal detail" not in body and b"Traceback" not in body
     assert conn.request("/index.html")[0] == 200  # a 500 does not lose the connection
@@ -467,7 +468,7 @@ def test_full_worker_closes_its_oldest_idle_connection(tmp_path: Path, site: Pat
 def test_server_tokens_off(tmp_path: Path, site: Path) -> None:
     daemon = start(tmp_path / "d", site_config(site, workers=1, server_tokens=False))
     try:
-        status, headers, _ = connect(daemon).request("/index.html")
+        _, headers, _ = connect(daemon).request("/index.html")
         assert headers["server"] == "forkd"
         # The access log is flushed once the worker goes idle, not only when its buffer fills.
         deadline = time.monotonic() + 5

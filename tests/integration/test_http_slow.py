@@ -11,13 +11,13 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from test_http import RawClient, connect, make_site, site_config, start
 
 from tests.support.daemon import Daemon
-from test_http import RawClient, connect, make_site, site_config, start
 
 FAST = 0.5  # seconds a fast client may wait for one small response while others misbehave
 

@@ -7,8 +7,9 @@ import dataclasses
 import json
 import random
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
