@@ -230,14 +230,16 @@ def test_reload_command_reports_the_outcome(make_daemon: MakeDaemon, tmp_path: P
     assert daemon.get("/")[::2] == (200, b"b")
 
 
-def test_concurrent_reload_commands_both_see_their_edit(make_daemon: MakeDaemon,
-                                                         tmp_path: Path) -> None:
+def test_concurrent_reload_commands_both_see_their_edit(
+    make_daemon: MakeDaemon, tmp_path: Path
+) -> None:
     daemon = make_daemon(static_config(site(tmp_path / "a", "a")))
     daemon.write_config(static_config(site(tmp_path / "b", "b")))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "forkd", "-c", str(daemon.config_path), "-s", "reload"]
-    clients = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-               for _ in range(3)]
+    clients = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)
+    ]
     outputs = [client.communicate(timeout=60)[0] for client in clients]
     assert [client.returncode for client in clients] == [0, 0, 0], outputs
     assert daemon.get("/")[::2] == (200, b"b")
@@ -251,8 +253,12 @@ def test_workers_switch_to_the_configured_user(make_daemon: MakeDaemon, tmp_path
     try:
         shared.chmod(0o755)
         www = site(shared / "www", "as nobody")
-        config = static_config(www, user="nobody", error_log=str(shared / "error.log"),
-                               access_log=str(shared / "access.log"))
+        config = static_config(
+            www,
+            user="nobody",
+            error_log=str(shared / "error.log"),
+            access_log=str(shared / "access.log"),
+        )
         daemon = make_daemon(config, start=False)
         daemon.error_log = shared / "error.log"
         daemon.start()
@@ -524,3 +530,15 @@ def test_startup_failure_is_reported(tmp_path: Path) -> None:
         result = forkd("-c", str(config), timeout=15)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def test_a_second_master_on_the_same_pidfile_refuses_to_start(
+    make_daemon: MakeDaemon, tmp_path: Path
+) -> None:
+    daemon = make_daemon(static_config(site(tmp_path / "www", "first")))
+    result = forkd("-c", str(daemon.config_path), timeout=15)
+    assert result.returncode == 1
+    assert f"already running as pid {daemon.pid}" in daemon.log()
+    assert (daemon.dir / "forkd.pid").read_text() == f"{daemon.pid}\n"
+    assert daemon.get("/")[::2] == (200, b"first")
+    assert forkd("-c", str(daemon.config_path), "-s", "reload").returncode == 0  # status file kept
