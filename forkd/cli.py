@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import yaml
@@ -172,6 +172,3 @@ def fail(message: str) -> int:
     click.echo(f"forkd: {message}", err=True)
     return 1
 
-
-def die(message: str) -> NoReturn:
-    sys.exit(fail(message))
