@@ -165,14 +165,14 @@ def test_hup_serves_the_new_config_with_new_workers(
 ) -> None:
     daemon = make_daemon(static_config(site(tmp_path / "old", "old")))
     old_workers = daemon.worker_pids()
-    daemon.write_config(static_config(site(tmp_path / "new", "new")))
+    daemon.write_config(static_config(site(tmp_path / "new", "new"), workers=3))
     daemon.signal(signal.SIGHUP)
-    daemon.wait_for_log("ready: generation 2")
+    daemon.wait_for_log("ready: generation 2, 3 workers")
     poll(lambda: not any(alive(pid) for pid in old_workers), 5, "old generation gone")
     assert daemon.get("/")[::2] == (200, b"new")
     assert daemon.proc is not None and daemon.proc.poll() is None
     new_workers = daemon.worker_pids()
-    assert len(new_workers) == 2 and not set(new_workers) & set(old_workers)
+    assert len(new_workers) == 3 and not set(new_workers) & set(old_workers)
     assert Path(f"/proc/{daemon.pid}/cmdline").read_bytes().startswith(b"forkd: master [gen 2]")
 
 
