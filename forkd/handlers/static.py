@@ -50,6 +50,7 @@ from forkd.http.errors import (
     NotFound,
     PreconditionFailed,
     RangeNotSatisfiable,
+    ServiceUnavailable,
 )
 from forkd.http.request import Request
 from forkd.http.response import FileRange, Response
@@ -63,6 +64,8 @@ OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 SIBLINGS = (("br", ".br"), ("gzip", ".gz"))  # content coding, file suffix (best first)
 NOT_FOUND_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO})
 DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+# Out of descriptors or memory: an overload that passes, not a server bug (RFC 9110 §15.6.4).
+OVERLOAD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 @dataclass(slots=True)
@@ -514,4 +517,6 @@ def _os_error(exc: OSError) -> HTTPError:
         return NotFound()
     if exc.errno in DENIED_ERRNOS:
         return Forbidden()
+    if exc.errno in OVERLOAD_ERRNOS:
+        return ServiceUnavailable(f"{exc.strerror}", [("Retry-After", "1")])
     return InternalError(f"{exc.strerror}")
