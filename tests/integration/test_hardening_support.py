@@ -261,10 +261,14 @@ class Load:
             fields[name.strip().lower()] = value.strip()
         exchange = client.exchange
         assert exchange is not None
-        length = 0 if exchange.head_only else int(fields.get("content-length", "0"))
-        if "transfer-encoding" in fields:
-            self._fail(client, "unexpected chunked response")
-            return
+        if exchange.head_only or status in (100, 204, 304):
+            length = 0
+        elif fields.get("transfer-encoding") == "chunked":
+            length = chunked_length(buffer, end + 4)
+            if length < 0:
+                return
+        else:
+            length = int(fields.get("content-length", "0"))
         if len(buffer) < end + 4 + length:
             return
         del buffer[: end + 4 + length]
@@ -290,6 +294,23 @@ class Load:
         self.selector.unregister(client.sock)
         client.sock.close()
         self._connect(client.index)
+
+
+def chunked_length(buffer: bytearray, start: int) -> int:
+    """Bytes of the complete chunked body at buffer[start:], or -1 while incomplete."""
+    position = start
+    while True:
+        line_end = buffer.find(b"\r\n", position)
+        if line_end < 0:
+            return -1
+        size = int(bytes(buffer[position:line_end]).split(b";")[0], 16)
+        position = line_end + 2
+        if size == 0:
+            trailer_end = buffer.find(b"\r\n\r\n", line_end)
+            return -1 if trailer_end < 0 else trailer_end + 4 - start
+        position += size + 2
+        if position > len(buffer):
+            return -1
 
 
 # -- a probing client ------------------------------------------------------------------------------

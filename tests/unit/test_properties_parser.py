@@ -1,0 +1,277 @@
+"""Property-based tests (hypothesis) of the request parser and body readers (forkd.http.parser, .body).
+
+What must hold whatever a client sends:
+  - the only exception is an HTTPError, whose status is one a parser may give (400, 413, 414, 417,
+    431, 501, 505) and which closes the connection (after a parse error the framing is unknown);
+  - the outcome does not depend on how the bytes were segmented: the same requests with the same
+    bodies, then the same rejection (or none) — a parser whose result changes with TCP segmentation
+    is a smuggling vector;
+  - a Transfer-Encoding header either makes the request chunked or is rejected: it is never
+    silently ignored (the TE.TE obfuscation family);
+  - Content-Length is exactly 1*DIGIT (a list of identical ones) or rejected;
+  - well-formed requests round-trip: what a generator serialises is what the parser returns, and a
+    chunked body decodes to its payload whatever the chunk sizes, hex case and split points.
+
+The driver below performs the worker's steps (forkd.connection: skip empty lines, find_head,
+parse_head, a LengthReader or ChunkedDecoder, pipelined leftovers) without sockets. tests/fuzz/ holds
+the coverage-guided counterpart (atheris) of the first property.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from forkd.config import Limits
+from forkd.http.body import ChunkedDecoder, LengthReader
+from forkd.http.errors import HTTPError
+from forkd.http.parser import find_head, parse_head, skip_empty_lines
+
+PARSER_STATUSES = {400, 413, 414, 417, 431, 501, 505}
+LIMITS = Limits(request_line=256, header_bytes=1024, headers=12, body=4096)
+# FORKD_SOAK=1 (see README.md, "Hardening") runs fifty times as many examples.
+EXAMPLES = 20000 if os.environ.get("FORKD_SOAK", "") not in ("", "0") else 400
+COMMON = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+Outcome = tuple[list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes]], int]
+
+
+def drive(chunks: list[bytes], limits: Limits = LIMITS) -> Outcome:
+    """(requests completed, with their bodies; the status of the error that stopped it, or 0)."""
+    buffer = bytearray()
+    done: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes]] = []
+    request = None
+    reader: LengthReader | ChunkedDecoder | None = None
+    body: list[bytes] = []
+    try:
+        for chunk in chunks:
+            buffer += chunk
+            while True:
+                if request is None:
+                    if buffer[:1] == b"\r":
+                        skip_empty_lines(buffer)
+                    end = find_head(buffer, limits) if buffer else -1
+                    if end < 0:
+                        break
+                    head = bytes(buffer[:end])
+                    del buffer[:end]
+                    request = parse_head(head, limits)
+                    reader = (ChunkedDecoder(limits.body) if request.chunked
+                              else LengthReader(request.content_length or 0))
+                assert reader is not None
+                data, buffer = bytes(buffer), bytearray()
+                body.append(reader.feed(data))
+                if not reader.done:
+                    break
+                buffer = bytearray(reader.rest)
+                done.append((request.method, request.target, request.version,
+                             tuple(sorted(request.headers.items())), b"".join(body)))
+                request, reader, body = None, None, []
+                if not buffer:
+                    break
+    except HTTPError as error:
+        check_error(error)
+        return done, error.status
+    return done, 0
+
+
+def check_error(error: HTTPError) -> None:
+    assert error.status in PARSER_STATUSES, error
+    assert error.close, f"a parse error must close the connection: {error!r}"
+    assert type(error).status == error.status
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({cut % (len(data) + 1) for cut in cuts})
+    pieces, start = [], 0
+    for point in points:
+        pieces.append(data[start:point])
+        start = point
+    pieces.append(data[start:])
+    return [piece for piece in pieces if piece]
+
+
+# -- strategies ------------------------------------------------------------------------------------
+
+TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+TOKENS = st.text(st.sampled_from(TCHARS), min_size=1, max_size=10)
+PATH_CHARS = st.sampled_from("abcxyz019-._~%/!$&'()*+,;=:@")
+PATHS = st.text(PATH_CHARS, max_size=20).map(lambda p: "/" + p)
+QUERIES = st.one_of(st.just(""), st.text(st.sampled_from("abc=&%/?1"), max_size=10).map(lambda q: "?" + q))
+# field-value: VCHAR / obs-text with inner SP / HTAB, no leading or trailing whitespace.
+VALUE_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0xFF, blacklist_characters="\x7f")
+VALUES = st.text(st.one_of(VALUE_CHARS, st.sampled_from(" \t")), max_size=16).map(
+    lambda v: v.strip(" \t"))
+EXTRA_FIELDS = st.lists(
+    st.tuples(TOKENS.filter(lambda n: n.lower() not in
+                            ("host", "content-length", "transfer-encoding", "expect", "connection")),
+              VALUES), max_size=5)
+BODIES = st.binary(max_size=300)
+
+# Bytes that matter to an HTTP parser, for mutations.
+SPECIAL = [b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b",", b";", b"\x00", b"\x0b", b"0", b"f",
+           b"-", b"+", b'"', b"\xff", b"chunked", b"Transfer-Encoding: chunked\r\n",
+           b"Content-Length: 5\r\n", b"\r\n\r\n", b"HTTP/1.1", b"HTTP/2.0", b"\r\n "]
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, object]]:
+    """A well-formed request and what the parser must make of it."""
+    method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE"]) | TOKENS)
+    target = draw(PATHS) + draw(QUERIES)
+    fields = [("Host", draw(st.sampled_from(["a", "example.com:8080", "[::1]"])))]
+    fields += draw(EXTRA_FIELDS)
+    body = draw(BODIES)
+    framing = draw(st.sampled_from(["length", "chunked", "none"])) if body else "none"
+    if framing == "length":
+        fields.append(("Content-Length", str(len(body))))
+        payload = body
+    elif framing == "chunked":
+        fields.append(("Transfer-Encoding", draw(st.sampled_from(["chunked", "Chunked", "CHUNKED"]))))
+        payload = encode_chunked(body, draw(st.lists(st.integers(0, 400), max_size=6)),
+                                 draw(st.booleans()), draw(st.integers(0, 3)))
+    else:
+        payload, body = b"", b""
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields) + "\r\n"
+    expected_headers: dict[str, str] = {}
+    for name, value in fields:
+        key = name.lower()
+        expected_headers[key] = f"{expected_headers[key]}, {value}" if key in expected_headers else value
+    return head.encode("latin-1") + payload, {
+        "method": method, "target": target, "headers": expected_headers, "body": body,
+    }
+
+
+def encode_chunked(body: bytes, cuts: list[int], upper: bool, zeros: int) -> bytes:
+    out = []
+    for piece in split(body, cuts):
+        size = "0" * zeros + (f"{len(piece):X}" if upper else f"{len(piece):x}")
+        out.append(size.encode() + b"\r\n" + piece + b"\r\n")
+    return b"".join(out) + b"0\r\n\r\n"
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A well-formed request (or two, pipelined) with a few hostile edits."""
+    data = draw(requests())[0]
+    if draw(st.booleans()):
+        data += draw(requests())[0]
+    for _ in range(draw(st.integers(1, 4))):
+        position = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["insert", "delete", "replace", "duplicate_line", "lf"]))
+        if action == "insert":
+            data = data[:position] + draw(st.sampled_from(SPECIAL)) + data[position:]
+        elif action == "delete":
+            data = data[:position] + data[position + draw(st.integers(1, 4)):]
+        elif action == "replace" and position < len(data):
+            data = data[:position] + draw(st.sampled_from(SPECIAL)) + data[position + 1:]
+        elif action == "duplicate_line":
+            lines = data.split(b"\r\n")
+            index = draw(st.integers(0, len(lines) - 1))
+            lines.insert(index, lines[index])
+            data = b"\r\n".join(lines)
+        elif action == "lf":
+            data = data.replace(b"\r\n", b"\n", draw(st.integers(1, 3)))
+    return data
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+
+@COMMON
+@given(st.binary(max_size=600), st.lists(st.integers(0, 600), max_size=8))
+@example(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", [])
+@example(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1" + b"0" * 16 + b"\r\n", [70])
+def test_arbitrary_bytes_give_requests_or_an_http_error(data: bytes, cuts: list[int]) -> None:
+    assert drive(split(data, cuts)) == drive([data])
+
+
+@COMMON
+@given(mutated(), st.lists(st.integers(0, 2000), max_size=10))
+def test_mutated_requests_parse_the_same_however_they_arrive(data: bytes, cuts: list[int]) -> None:
+    whole = drive([data])
+    assert drive(split(data, cuts)) == whole
+    assert drive([data[i:i + 1] for i in range(len(data))]) == whole
+
+
+@COMMON
+@given(requests(), st.lists(st.integers(0, 2000), max_size=10))
+def test_well_formed_requests_round_trip(case: tuple[bytes, dict[str, object]],
+                                         cuts: list[int]) -> None:
+    data, want = case
+    done, status = drive(split(data, cuts))
+    assert status == 0 and len(done) == 1
+    method, target, version, headers, body = done[0]
+    assert (method, target, version, body) == (want["method"], want["target"], "HTTP/1.1",
+                                               want["body"])
+    assert dict(headers) == want["headers"]
+
+
+@COMMON
+@given(st.text(st.characters(max_codepoint=0xFF, blacklist_characters="\r\n"), max_size=30))
+@example("chunked\x0b")
+@example(" chunked , chunked")
+@example("\tChunked\t")
+def test_transfer_encoding_is_chunked_or_rejected(value: str) -> None:
+    head = f"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {value}\r\n\r\n".encode("latin-1")
+    try:
+        request = parse_head(head, LIMITS)
+    except HTTPError as error:
+        check_error(error)
+        return
+    assert request.chunked, f"Transfer-Encoding {value!r} accepted but not chunked"
+    assert value.strip(" \t").lower() == "chunked"
+
+
+@COMMON
+@given(st.text(st.characters(max_codepoint=0xFF, blacklist_characters="\r\n"), max_size=24))
+@example("+5")
+@example("5, 5")
+@example("0x5")
+def test_content_length_is_digits_or_rejected(value: str) -> None:
+    head = f"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {value}\r\n\r\n".encode("latin-1")
+    try:
+        request = parse_head(head, LIMITS)
+    except HTTPError as error:
+        check_error(error)
+        assert error.status in (400, 413)
+        return
+    items = {item.strip(" \t") for item in value.strip(" \t").split(",")}
+    assert len(items) == 1
+    digits = items.pop()
+    assert re.fullmatch(r"[0-9]+", digits), value
+    assert request.content_length == int(digits) <= LIMITS.body
+
+
+@COMMON
+@given(BODIES, st.lists(st.integers(0, 400), max_size=8), st.booleans(), st.integers(0, 8),
+       st.binary(max_size=40), st.lists(st.integers(0, 1000), max_size=8))
+def test_chunked_bodies_decode_whatever_the_chunking(body: bytes, chunk_cuts: list[int], upper: bool,
+                                                     zeros: int, after: bytes,
+                                                     feed_cuts: list[int]) -> None:
+    encoded = encode_chunked(body, chunk_cuts, upper, zeros)
+    decoder = ChunkedDecoder(LIMITS.body)
+    payload = b"".join(decoder.feed(piece) for piece in split(encoded + after, feed_cuts))
+    assert decoder.done and payload == body
+    assert decoder.rest == after
+
+
+@COMMON
+@given(st.binary(max_size=200), st.lists(st.integers(0, 200), max_size=6))
+def test_chunked_decoder_only_raises_http_errors(data: bytes, cuts: list[int]) -> None:
+    def outcome(pieces: list[bytes]) -> tuple[bytes, bool, int]:
+        decoder = ChunkedDecoder(LIMITS.body)
+        out = []
+        try:
+            for piece in pieces:
+                out.append(decoder.feed(piece))
+        except HTTPError as error:
+            assert error.status in (400, 413, 431) and error.close
+            return b"", False, error.status
+        return b"".join(out), decoder.done, 0
+
+    assume(data)
+    assert outcome(split(data, cuts)) == outcome([data])
