@@ -114,6 +114,19 @@ printf 'Content-Type: application/octet-stream\\nX-Content-Length: %s\\n\\n' "$C
 exec cat
 """
 
+STREAM_CGI = """\
+#!/bin/sh
+printf 'Content-Type: text/plain\\n\\n'
+printf 'first,'
+sleep 0.1
+printf 'second'
+"""
+
+LOOP_CGI = """\
+#!/bin/sh
+printf 'Location: /cgi-bin/loop.sh?again\\n\\n'
+"""
+
 # Fault injection for the handler-bug test: a site hook loaded by the daemon's interpreter makes the
 # static handler raise on one path. The daemon itself is the real one, unmodified.
 FAULT_HOOK = """\
@@ -144,7 +157,10 @@ def make_site(directory: Path) -> Path:
     cgi = directory / "cgi-bin"
     cgi.mkdir()
     (cgi / "cat.sh").write_text(CAT_CGI)
-    (cgi / "cat.sh").chmod(0o755)
+    (cgi / "stream.sh").write_text(STREAM_CGI)
+    (cgi / "loop.sh").write_text(LOOP_CGI)
+    for script in cgi.iterdir():
+        script.chmod(0o755)
     return directory
 
 
@@ -291,6 +307,39 @@ def test_encoded_route_prefix_cannot_bypass_cgi_route(server: Daemon) -> None:
                                               headers="Content-Length: 3\r\n", body=b"abc")
     assert b"exec cat" not in body
     assert status == 200 and body == b"abc"
+
+
+# -- streamed (iterator) responses ----------------------------------------------------------
+
+
+def test_streamed_response_is_chunked_on_http11(server: Daemon) -> None:
+    conn = connect(server)
+    status, headers, body = conn.request("/cgi-bin/stream.sh")
+    assert status == 200 and headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in headers and body == b"first,second"
+    assert conn.request("/index.html")[0] == 200  # the last-chunk delimited it: still usable
+
+
+def test_streamed_response_is_close_delimited_on_http10(server: Daemon) -> None:
+    conn = connect(server)
+    conn.send(b"GET /cgi-bin/stream.sh HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status, headers, body = conn.response()
+    assert status == 200 and headers["connection"] == "close"
+    assert "transfer-encoding" not in headers and body == b"first,second"
+
+
+def test_head_of_a_streamed_response(server: Daemon) -> None:
+    conn = connect(server)
+    status, headers, _ = conn.request("/cgi-bin/stream.sh", method="HEAD")
+    assert status == 200 and headers["transfer-encoding"] == "chunked"
+    assert conn.request("/index.html")[2] == b"<h1>hello</h1>\n"  # no body was sent
+
+
+def test_internal_redirect_loop_ends_in_500(server: Daemon) -> None:
+    conn = connect(server)
+    status, _, body = conn.request("/cgi-bin/loop.sh")
+    assert status == 500 and b"500" in body
+    assert conn.request("/index.html")[0] == 200
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -481,3 +530,23 @@ def test_server_tokens_off(tmp_path: Path, site: Path) -> None:
 
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
+
+
+def test_worker_retires_after_worker_requests_without_failing_any(tmp_path: Path, site: Path) -> None:
+    daemon = start(tmp_path / "d", site_config(site, workers=1, limits={"worker_requests": 20}))
+    try:
+        first = daemon.worker_pids()
+        conn = connect(daemon)
+        served = 0
+        deadline = time.monotonic() + 15
+        while first[0] in daemon.worker_pids() or served < 30:
+            assert time.monotonic() < deadline, "the worker never retired"
+            status, headers, _ = conn.request("/1k.txt")
+            assert status == 200
+            served += 1
+            if headers.get("connection") == "close":  # the retiring worker's last answer
+                assert conn.closed()
+                conn = connect(daemon)
+        daemon.wait_for_log(f"worker {first[0]} ", timeout=5)  # the master logged its exit
+    finally:
+        daemon.stop()
