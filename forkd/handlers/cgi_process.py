@@ -42,6 +42,7 @@ kill can never hit a stranger.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -49,14 +50,16 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
-from forkd.http.errors import BadGateway, GatewayTimeout
+from forkd.http.errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from forkd.logs import ErrorLog
 
 CHUNK = 65536
 TERM_GRACE = 0.5  # seconds a running script has to exit after SIGTERM before the group is killed
 EXIT_WAIT = 0.05  # after stdout closed, how long the script has to exit by itself
 MAX_LOG_LINE = 4096
-
+# A spawn failing with one of these is the server's momentary shortage (descriptors, processes,
+# memory), not the script's fault: 503 with Retry-After instead of 502.
+OVERLOAD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
 class ScriptTimeout(GatewayTimeout):
@@ -85,12 +88,18 @@ class CgiProcess:
                 argv, env, cwd, stdin_null if body is None else -1, home)
         except OSError as exc:
             log.error(f"cgi {label}: cannot run: {exc.strerror or exc}")
+            if exc.errno in OVERLOAD_ERRNOS:  # out of descriptors or processes: retry soon
+                raise ServiceUnavailable(exc.strerror or "", [("Retry-After", "1")]) from None
             raise ScriptFailed(f"cannot run {label}") from None
         self.poll = select.poll()
         self.poll.register(self.stdout, select.POLLIN)
         self.poll.register(self.stderr, select.POLLIN)
         if self.stdin >= 0:
-            self._feed()  # most bodies fit in the pipe at once; no need to wait for POLLOUT
+            try:
+                self._feed()  # most bodies fit in the pipe at once: no need to wait for POLLOUT
+            except BaseException:
+                self.close()
+                raise
             if self.stdin >= 0:
                 self.poll.register(self.stdin, select.POLLOUT)
 

@@ -181,7 +181,6 @@ NEEDS_A_DESCRIPTOR = {
                   % BIG_BODY + b"x" * BIG_BODY,
 }
 REPORTED = {
-    "cgi_pipes": "CGI: a spawn failing with EMFILE is a 502 (cgi_process.py), not a 503",
     "body_spool": "ENGINE: tempfile.TemporaryFile() failing in Connection._start (connection.py) "
                   "is not caught: the worker crashes",
 }
