@@ -64,7 +64,7 @@ class CgiHandler:
         # here; Popen dup2()s it onto the script's fd 0).
         self.stdin_null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         # The worker's working directory, returned to after each spawn (scripts start in their own).
-        self.home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # no read right needed
         seal_descriptors()
         self._prepared: tuple[Request, Script] | None = None
 

@@ -285,7 +285,7 @@ def spawn(argv: Sequence[str], env: dict[bytes, bytes], cwd: str, stdin_fd: int,
             pid = os.posix_spawn(argv[0], list(argv), env, file_actions=actions, setsid=True,
                                  setsigmask=(), setsigdef=_ALL_SIGNALS)
         finally:
-            os.fchdir(home)
+            _return_home(home)
     except BaseException:
         for fd in opened:
             os.close(fd)
@@ -296,6 +296,15 @@ def spawn(argv: Sequence[str], env: dict[bytes, bytes], cwd: str, stdin_fd: int,
         if fd >= 0:
             os.set_blocking(fd, False)
     return pid, stdin_w, stdout_r, stderr_r
+
+
+def _return_home(home: int) -> None:
+    try:
+        os.fchdir(home)
+    except OSError:
+        # The worker's user may not be allowed into the directory forkd was started from (root's
+        # home, say); the worker needs no particular working directory, so "/" will do.
+        os.chdir("/")
 
 
 def seal_descriptors() -> None:
