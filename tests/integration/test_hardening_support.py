@@ -146,6 +146,9 @@ class Load:
         self.limit = limit  # stop after this many answered requests (0: until stop())
         self.ok = 0
         self.failures: list[str] = []
+        # The failures on connections that had not been answered once yet (connect refused, reset
+        # from the listen queue, ...), also counted in `failures`.
+        self.fresh_failures: list[str] = []
         self.latencies: list[float] = []
         self.done = threading.Event()
         self.finished = threading.Event()
@@ -207,6 +210,7 @@ class Load:
         except OSError as exc:
             sock.close()
             self.failures.append(f"connect: {exc}")
+            self.fresh_failures.append(f"connect: {exc}")
             time.sleep(0.01)
             return self._connect(index) if not self.done.is_set() else None
         client = _Client(sock, index)
@@ -229,7 +233,6 @@ class Load:
         except OSError as exc:
             self._fail(client, f"send: {exc.strerror or exc}")
             return
-        client.fresh = False
         client.out = client.out[sent:]
         if not client.out:
             self.selector.modify(client.sock, selectors.EVENT_READ, client)
@@ -275,6 +278,7 @@ class Load:
         if status == 100:
             return self._parse(client)
         self.latencies.append(time.monotonic() - client.sent_at)
+        client.fresh = False
         if status == exchange.status:
             self.ok += 1
         else:
@@ -287,6 +291,8 @@ class Load:
 
     def _fail(self, client: _Client, why: str) -> None:
         self.failures.append(why)
+        if client.fresh:
+            self.fresh_failures.append(why)
         client.exchange = None
         self._reconnect(client)
 
