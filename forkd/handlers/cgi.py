@@ -35,7 +35,13 @@ from forkd.handlers.cgi_output import (
     line_start,
     parse,
 )
-from forkd.handlers.cgi_process import CgiProcess, ScriptTimeout, body_iterator, seal_descriptors
+from forkd.handlers.cgi_process import (
+    CgiProcess,
+    ScriptTimeout,
+    body_iterator,
+    home_directory,
+    seal_descriptors,
+)
 from forkd.handlers.paths import normalize, strip_prefix
 from forkd.http.request import Request
 from forkd.http.response import Response
@@ -64,7 +70,7 @@ class CgiHandler:
         # here; Popen dup2()s it onto the script's fd 0).
         self.stdin_null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         # The worker's working directory, returned to after each spawn (scripts start in their own).
-        self.home = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # no read right needed
+        self.home = home_directory()
         seal_descriptors()
         self._prepared: tuple[Request, Script] | None = None
 

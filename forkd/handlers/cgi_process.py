@@ -298,13 +298,22 @@ def spawn(argv: Sequence[str], env: dict[bytes, bytes], cwd: str, stdin_fd: int,
     return pid, stdin_w, stdout_r, stderr_r
 
 
+def home_directory() -> int:
+    """A descriptor of the worker's working directory, for `spawn` to return to."""
+    try:
+        return os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        # Workers may run as a user who cannot enter the directory forkd was started from (root's
+        # home, say). A worker needs no particular working directory: "/" will do.
+        os.chdir("/")
+        return os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
 def _return_home(home: int) -> None:
     try:
         os.fchdir(home)
     except OSError:
-        # The worker's user may not be allowed into the directory forkd was started from (root's
-        # home, say); the worker needs no particular working directory, so "/" will do.
-        os.chdir("/")
+        os.chdir("/")  # see home_directory
 
 
 def seal_descriptors() -> None:
