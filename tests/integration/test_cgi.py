@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -479,3 +480,23 @@ def test_descriptors_forkd_inherited_do_not_reach_scripts(tmp_path: Path) -> Non
     finally:
         server.stop()
         os.close(read_end)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run workers as nobody")
+def test_workers_as_nobody_started_from_a_private_directory(make_daemon, tmp_path: Path) -> None:
+    """forkd started from a directory its workers' user may not enter (root's home, say)."""
+    logs = Path(tempfile.mkdtemp(prefix="forkd-cgi-nobody-"))
+    try:
+        logs.chmod(0o777)
+        server = make_daemon({"workers": 1, "user": "nobody", "error_log": str(logs / "error.log"),
+                              "access_log": None,
+                              "routes": [{"prefix": "/cgi/", "cgi": {"root": str(SCRIPTS)}}]},
+                             start=False)
+        server.dir.chmod(0o700)
+        server.error_log.symlink_to(logs / "error.log")  # where the fixture looks for the log
+        server.start()
+        assert server.get("/cgi/hello.sh")[2] == b"hello\n"
+        env = dict(line.split("=", 1) for line in server.get("/cgi/printenv.sh")[2].decode().splitlines())
+        assert env["PWD"] == str(SCRIPTS)
+    finally:
+        shutil.rmtree(logs)
