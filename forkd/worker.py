@@ -70,6 +70,8 @@ TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout wh
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
 ROUTE_CACHE = 4096  # raw request paths whose route is remembered
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of file descriptors
+YIELD_BURST = 100.0  # accepts after which this worker stops yielding the CPU to its siblings...
+YIELD_RATE = 100.0  # ... and how fast that allowance comes back, per second
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
     b"Connection: close\r\nRetry-After: 1\r\n\r\nserver overloaded.\r\n"
@@ -143,6 +145,8 @@ class Worker:
         self.reserve_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.listeners = {sock.fileno(): sock for sock in context.listeners}
         self.rotate_accepts = config.workers > 1
+        self.yield_tokens = YIELD_BURST
+        self.yield_refilled = time.monotonic()
         self.listener_info = {fd: _listener_facts(sock) for fd, sock in self.listeners.items()}
         self.epoll = select.epoll()
         self.epoll.register(self.wakeup_read, EPOLLIN)
@@ -312,7 +316,23 @@ class Worker:
             # so connections go round the workers (two epoll_ctl calls per accepted connection).
             self.epoll.unregister(fd)
             self.epoll.register(fd, EPOLLIN | EPOLLEXCLUSIVE)
+            self._let_others_accept(now)
+
+    def _let_others_accept(self, now: float) -> None:
+        """Yield the CPU after an accept, at most YIELD_RATE times a second.
+
+        In a burst of new connections (a browser or a load tester opening many at once) this
+        worker, already running, would otherwise win every accept race against a sibling that is
+        still waking up, and keep every connection of the burst for their whole keep-alive life.
+        Under a steady stream of short connections all workers are busy and share accepts anyway,
+        so the yields are rationed rather than paid on every accept.
+        """
+        tokens = min(YIELD_BURST, self.yield_tokens + (now - self.yield_refilled) * YIELD_RATE)
+        self.yield_refilled = now
+        if tokens >= 1.0:
+            tokens -= 1.0
             os.sched_yield()
+        self.yield_tokens = tokens
 
     def _close_oldest_idle(self) -> bool:
         """Close the idle connection waiting longest (the one whose keep-alive ends first)."""

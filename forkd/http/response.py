@@ -13,6 +13,7 @@ strips the body of HEAD responses, and calls `cleanup` once the response is sent
 
 from __future__ import annotations
 
+import functools as _functools
 import html as _html
 import re
 import time as _time
@@ -138,6 +139,7 @@ def _render_fields(headers: list[tuple[str, str]]) -> str:
     return text
 
 
+@_functools.lru_cache(maxsize=256)
 def error_body(status: int, detail: str = "") -> bytes:
     """A small HTML page for an error status; the detail is escaped and never a traceback."""
     title = f"{status} {REASONS.get(status, 'Error')}"
