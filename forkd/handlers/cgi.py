@@ -25,7 +25,14 @@ import os
 from forkd import SERVER_SOFTWARE
 from forkd.config import CgiConfig, Config
 from forkd.handlers import InternalRedirect, matches
-from forkd.handlers.cgi_env import Script, ServerFacts, base_environment, build_environ, locate
+from forkd.handlers.cgi_env import (
+    Script,
+    ServerFacts,
+    base_environment,
+    build_environ,
+    fixed_environment,
+    locate,
+)
 from forkd.handlers.cgi_output import (
     MAX_HEADER_BYTES,
     LocalRedirect,
@@ -59,12 +66,12 @@ class CgiHandler:
         self.cgi = cgi
         self.config = config
         self.root_real = os.path.realpath(cgi.root)
-        self.base_env = base_environment(cgi, os.environ)
         self.facts = ServerFacts(
             software=SERVER_SOFTWARE if config.server_tokens else "forkd",
             document_root=_document_root(config, self.root_real),
             underscore_headers=cgi.underscore_headers,
         )
+        self.fixed_env = fixed_environment(base_environment(cgi, os.environ), self.facts)
         self.log = log or ErrorLog(config.error_log, config.log_level)
         # Scripts without a request body read /dev/null: one descriptor for all of them (O_CLOEXEC
         # here; Popen dup2()s it onto the script's fd 0).
@@ -81,7 +88,7 @@ class CgiHandler:
     def handle(self, request: Request) -> Response:
         script = self._script_for(request)
         translated = self._translate(script.path_info) if script.path_info else None
-        env = build_environ(request, script, self.base_env, self.facts, translated)
+        env = build_environ(request, script, self.fixed_env, self.facts, translated)
         process = CgiProcess(script.argv, env, script.directory, request.body, self.stdin_null,
                              self.home, self.log, script.filename, self.cgi.timeout)
         try:

@@ -130,61 +130,72 @@ class ServerFacts:
     underscore_headers: bool  # pass request headers whose names contain "_"
 
 
+def fixed_environment(base: Mapping[bytes, bytes], server: ServerFacts) -> dict[bytes, bytes]:
+    """`base` plus the meta-variables that are the same for every request (computed once)."""
+    env = dict(base)
+    env.update({
+        b"AUTH_TYPE": b"",  # §4.1.1: forkd authenticates nobody; the script sees Authorization itself
+        b"GATEWAY_INTERFACE": b"CGI/1.1",
+        b"SERVER_SOFTWARE": server.software.encode(),
+        b"DOCUMENT_ROOT": os.fsencode(server.document_root),
+        b"REDIRECT_STATUS": b"200",  # php-cgi refuses to run without it (force-cgi-redirect)
+    })
+    return env
+
+
 def build_environ(
     request: Request,
     script: Script,
-    base: Mapping[bytes, bytes],
+    fixed: Mapping[bytes, bytes],
     server: ServerFacts,
     path_translated: str | None,
 ) -> dict[bytes, bytes]:
-    """The complete environment of one script run: `base` plus the meta-variables of RFC 3875 §4.1."""
-    env = dict(base)
+    """The complete environment of one script run: `fixed` plus the request's meta-variables.
+
+    Values taken from the request are latin-1 strings holding the octets received and go back to
+    those octets; values derived from the decoded path are text, encoded as UTF-8.
+    """
+    env = dict(fixed)
     conn = request.conn
-    remote_addr = conn.remote_addr if conn else ""
     server_name, host_port = split_host(request.host)
-    server_port = conn.server_port if conn and conn.server_port else host_port
-    # Values taken from the request are latin-1 strings holding the octets received; values derived
-    # from the decoded path or the filesystem are text, encoded as UTF-8 (os.fsencode).
-    received = {
-        "AUTH_TYPE": "",  # §4.1.1: forkd authenticates nobody; the script sees Authorization itself
-        "GATEWAY_INTERFACE": "CGI/1.1",
-        "QUERY_STRING": request.query,  # §4.1.7: exactly as received, still URL-encoded
-        "REMOTE_ADDR": remote_addr,
-        "REMOTE_HOST": remote_addr,  # §4.1.9: the address stands in when the name is not looked up
-        "REMOTE_PORT": str(conn.remote_port) if conn else "",
-        "REQUEST_METHOD": request.method,
-        "REQUEST_URI": request.target,  # customary (Apache, lighttpd): the raw request-target
-        "SERVER_NAME": server_name or _bracket(conn.server_addr if conn else "") or "localhost",
-        "SERVER_PORT": str(server_port or 80),
-        "SERVER_ADDR": conn.server_addr if conn else "",
-        "SERVER_PROTOCOL": request.version,
-        "SERVER_SOFTWARE": server.software,
-        "REQUEST_SCHEME": conn.scheme if conn else "http",
-        "REDIRECT_STATUS": "200",  # php-cgi refuses to run without it (force-cgi-redirect)
-    }
-    if conn is not None and conn.scheme == "https":
-        received["HTTPS"] = "on"
-    if request.content_length is not None or request.chunked:
-        received["CONTENT_LENGTH"] = str(request.body_length)  # §4.1.2: the de-chunked length
-    content_type = request.headers.get("content-type")
-    if content_type is not None:
-        received["CONTENT_TYPE"] = content_type
-    for name, value in request.extra.items():
-        if name.startswith("REDIRECT_"):
-            received[name] = value  # set by the worker after a local redirect (§6.2.2)
-    paths = {
-        "PATH_INFO": script.path_info,  # §4.1.5: decoded, not URL-encoded
-        "SCRIPT_NAME": script.name,
-        "SCRIPT_FILENAME": script.filename,
-        "DOCUMENT_ROOT": server.document_root,
-    }
+    if conn is not None:
+        remote_addr = conn.remote_addr.encode()
+        env[b"REMOTE_PORT"] = str(conn.remote_port).encode()
+        env[b"SERVER_ADDR"] = conn.server_addr.encode()
+        env[b"REQUEST_SCHEME"] = conn.scheme.encode()
+        if conn.scheme == "https":
+            env[b"HTTPS"] = b"on"
+        server_port = conn.server_port or host_port
+        server_name = server_name or _bracket(conn.server_addr)
+    else:
+        remote_addr, server_port = b"", host_port
+    env[b"REMOTE_ADDR"] = remote_addr
+    env[b"REMOTE_HOST"] = remote_addr  # §4.1.9: the address stands in for a name never looked up
+    env[b"SERVER_NAME"] = (server_name or "localhost").encode("latin-1", "replace")
+    env[b"SERVER_PORT"] = str(server_port or 80).encode()
+    env[b"SERVER_PROTOCOL"] = request.version.encode()
+    env[b"REQUEST_METHOD"] = request.method.encode("latin-1", "replace")
+    env[b"QUERY_STRING"] = request.query.encode("latin-1", "replace")  # §4.1.7: still URL-encoded
+    env[b"REQUEST_URI"] = request.target.encode("latin-1", "replace")  # customary: the raw target
+    env[b"PATH_INFO"] = os.fsencode(script.path_info)  # §4.1.5: decoded, not URL-encoded
+    env[b"SCRIPT_NAME"] = os.fsencode(script.name)
+    env[b"SCRIPT_FILENAME"] = os.fsencode(script.filename)
     if path_translated is not None and script.path_info:
-        paths["PATH_TRANSLATED"] = path_translated  # §4.1.6: only when PATH_INFO is not empty
-    for name, value in received.items():
-        env[name.encode()] = value.encode("latin-1", "replace")
-    for name, value in paths.items():
-        env[name.encode()] = os.fsencode(value)
-    env.update(header_variables(request.headers, server.underscore_headers))
+        env[b"PATH_TRANSLATED"] = os.fsencode(path_translated)  # §4.1.6: only with a PATH_INFO
+    if request.content_length is not None or request.chunked:
+        env[b"CONTENT_LENGTH"] = str(request.body_length).encode()  # §4.1.2: the de-chunked length
+    headers = request.headers
+    content_type = headers.get("content-type")
+    if content_type is not None:
+        env[b"CONTENT_TYPE"] = content_type.encode("latin-1", "replace")
+    for name, value in request.extra.items():
+        if name.startswith("REDIRECT_"):  # set by the worker after a local redirect (§6.2.2)
+            env[name.encode("latin-1", "replace")] = value.encode("latin-1", "replace")
+    underscore = server.underscore_headers
+    for name, value in headers.items():
+        variable = _variable_name(name, underscore)
+        if variable is not None and "\x00" not in value:
+            env[variable] = value.encode("latin-1", "replace")
     return env
 
 
@@ -192,12 +203,29 @@ def header_variables(headers: Mapping[str, str], underscore_headers: bool) -> di
     """HTTP_* variables for request headers (§4.1.18), minus the ones that must not pass."""
     out: dict[bytes, bytes] = {}
     for name, value in headers.items():
-        if name.lower() in SKIPPED_HEADERS or not _passable_name(name, underscore_headers):
-            continue
-        if "\x00" in value:
-            continue  # cannot be in an environment string; the parser should have refused it
-        out[b"HTTP_" + name.upper().replace("-", "_").encode("ascii")] = value.encode("latin-1", "replace")
+        variable = _variable_name(name, underscore_headers)
+        if variable is not None and "\x00" not in value:  # NUL cannot be in an environment string
+            out[variable] = value.encode("latin-1", "replace")
     return out
+
+
+# Header names seen so far and their variable names (None: not passed), so that the common names
+# are worked out once per worker. Bounded: clients choose the names.
+_variable_names: dict[tuple[str, bool], bytes | None] = {}
+_MAX_REMEMBERED = 512
+
+
+def _variable_name(name: str, underscore_headers: bool) -> bytes | None:
+    key = (name, underscore_headers)
+    variable = _variable_names.get(key, b"")
+    if variable != b"":
+        return variable
+    variable = None
+    if name.lower() not in SKIPPED_HEADERS and _passable_name(name, underscore_headers):
+        variable = b"HTTP_" + name.upper().replace("-", "_").encode("ascii")
+    if len(_variable_names) < _MAX_REMEMBERED:
+        _variable_names[key] = variable
+    return variable
 
 
 def _passable_name(name: str, underscore_headers: bool) -> bool:

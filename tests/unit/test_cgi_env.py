@@ -13,6 +13,7 @@ from forkd.handlers.cgi_env import (
     ServerFacts,
     base_environment,
     build_environ,
+    fixed_environment,
     header_variables,
     locate,
     split_host,
@@ -118,7 +119,8 @@ FACTS = ServerFacts(software="forkd/0.1.0", document_root="/srv/www", underscore
 
 def environ(request: Request | None = None, script: Script = SCRIPT, facts: ServerFacts = FACTS,
             translated: str | None = "/srv/www/a b/c") -> dict[str, str]:
-    env = build_environ(request or make_request(), script, {b"PATH": b"/bin"}, facts, translated)
+    fixed = fixed_environment({b"PATH": b"/bin"}, facts)
+    env = build_environ(request or make_request(), script, fixed, facts, translated)
     return {k.decode(): v.decode("latin-1") for k, v in env.items()}
 
 
