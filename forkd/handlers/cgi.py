@@ -5,8 +5,9 @@ Per request: `prepare` finds the script before the body is read (so a 404 or 403
 (forkd.handlers.cgi_env), starts the script (forkd.handlers.cgi_process), waits for its header block
 (forkd.handlers.cgi_output) and returns a Response whose body iterator keeps pumping the script while
 the worker sends. What the header block means (§6.2):
-  - document: status from Status (default 200), the script's headers, the rest of stdout as body;
-    Content-Length when the script gave one, else the worker chunks (HTTP/1.1) or closes (HTTP/1.0);
+  - document: status from Status (default 200), the script's headers, the rest of stdout as body:
+    whole (bytes) when the script ends within WHOLE_BODY_WAIT of its header block, else streamed
+    (Content-Length when the script gave one, else the worker chunks on HTTP/1.1, closes on 1.0);
   - local redirect (`Location: /path`, no Status): the script is stopped and InternalRedirect raised;
     the worker serves the new target as a GET with REDIRECT_* variables;
   - client redirect (any other Location): 302 unless Status says otherwise;
@@ -61,6 +62,8 @@ WHOLE_BODY_LIMIT = 65536
 
 
 class CgiHandler:
+    """Runs the scripts below one route's root; built once per worker."""
+
     def __init__(self, prefix: str, cgi: CgiConfig, config: Config, log: ErrorLog | None = None) -> None:
         self.prefix = prefix
         self.cgi = cgi
@@ -74,7 +77,7 @@ class CgiHandler:
         self.fixed_env = fixed_environment(base_environment(cgi, os.environ), self.facts)
         self.log = log or ErrorLog(config.error_log, config.log_level)
         # Scripts without a request body read /dev/null: one descriptor for all of them (O_CLOEXEC
-        # here; Popen dup2()s it onto the script's fd 0).
+        # here; the spawn dup2()s it onto the script's fd 0).
         self.stdin_null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         # The worker's working directory, returned to after each spawn (scripts start in their own).
         self.home = home_directory()
