@@ -169,7 +169,8 @@ class CgiHandler:
         if not first:
             self.log.error(f"cgi {process.label}: no output")
             raise MalformedOutput("no output")
-        return Response(200, body=body_iterator(process, first, None), raw=True, cleanup=process.close)
+        return Response(_raw_status(first), body=body_iterator(process, first, None), raw=True,
+                        cleanup=process.close)
 
     def _read(self, process: CgiProcess, deadline: float) -> bytes:
         try:
@@ -177,6 +178,14 @@ class CgiHandler:
         except ScriptTimeout:
             self.log.error(f"cgi {process.label}: no header block within {self.cgi.timeout:g}s")
             raise
+
+
+def _raw_status(first: bytes) -> int:
+    """The status an nph script wrote in its status line, for the access log (200 if unreadable)."""
+    parts = first.split(b" ", 2)
+    if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1][:3].isdigit():
+        return int(parts[1][:3])
+    return 200
 
 
 def _redirect_variables(request: Request) -> dict[str, str]:

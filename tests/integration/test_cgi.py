@@ -248,6 +248,7 @@ def test_nph_output_is_passed_raw(daemon: Daemon) -> None:
     response = raw_exchange(daemon, b"GET /cgi/nph-raw.sh HTTP/1.1\r\nHost: t\r\n\r\n")
     assert response == (b"HTTP/1.1 299 Custom\r\nContent-Type: text/plain\r\nX-Nph: yes\r\n"
                         b"Connection: close\r\n\r\nraw body\n")
+    _wait_for_text(daemon.access_log, '"GET /cgi/nph-raw.sh HTTP/1.1" 299 ')  # its status, logged
 
 
 def test_local_redirect_is_served_internally(daemon: Daemon) -> None:
@@ -435,6 +436,15 @@ def _wait_for_file(path: Path, timeout: float = 10.0) -> str:
             return path.read_text()
         time.sleep(0.01)
     raise AssertionError(f"{path} never appeared")
+
+
+def _wait_for_text(path: Path, text: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} not in {path}")
 
 
 def _alive(pid: int, daemon: Daemon | None = None) -> bool:
