@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from forkd.handlers import Handler, InternalRedirect
 from forkd.http.body import ChunkedDecoder, LengthReader
-from forkd.http.errors import HTTPError, InternalError, RequestTimeout
+from forkd.http.errors import HTTPError, InternalError, RequestTimeout, ServiceUnavailable
 from forkd.http.parser import find_head, skip_empty_lines
 from forkd.http.request import ConnectionInfo, Request
 from forkd.http.response import (
@@ -262,19 +262,22 @@ class Connection:
             self._dispatch(handler, now)
             return
         self.handler = handler
-        if request.chunked:
-            self.reader = ChunkedDecoder(worker.limits.body)
-            self.body_file = tempfile.SpooledTemporaryFile(MEMORY_BODY)  # noqa: SIM115 - closed in _cleanup
-        else:
-            length = request.content_length or 0
-            self.reader = LengthReader(length)
-            self.body_file = (  # closed in _cleanup, whatever happens to the request
-                io.BytesIO() if length <= MEMORY_BODY else tempfile.TemporaryFile()  # noqa: SIM115
-            )
+        length = request.content_length or 0
+        self.reader = ChunkedDecoder(worker.limits.body) if request.chunked else LengthReader(length)
+        try:
+            self.body_file = _body_file(request.chunked, length)  # closed in _cleanup
+        except OSError as exc:
+            self._no_room(exc, now)
+            return
         self.state = BODY
         self.deadline = now + worker.timeouts.body
         if request.expect_continue and not self.buffer:
             self._send_continue()
+
+    def _no_room(self, exc: OSError, now: float) -> None:
+        """No descriptor or disk space for the body: an overload, 503 (RFC 9110 §15.6.4)."""
+        self.worker.error_log.error(f"cannot store a request body: {exc}")
+        self.fail(ServiceUnavailable("no room for the request body", [("Retry-After", "1")]), now)
 
     def _send_continue(self) -> None:
         try:
@@ -297,7 +300,11 @@ class Connection:
                 self.fail(error, now)
                 return False
             if payload:
-                self.body_file.write(payload)
+                try:
+                    self.body_file.write(payload)
+                except OSError as exc:  # a spooled body rolling over to a full disk, no fd left
+                    self._no_room(exc, now)
+                    return False
             if reader.done and reader.rest:
                 self.buffer = bytearray(reader.rest)
         if not reader.done:
@@ -652,6 +659,15 @@ class _Pull:
                 self.finished = True  # a longer body than declared is cut at the declared length
             self.remaining -= len(chunk)
         return chunk
+
+
+def _body_file(chunked: bool, length: int) -> Any:
+    """Where a request body is collected: memory when small, else a temporary file."""
+    if chunked:  # the length is unknown: memory first, a file once it grows
+        return tempfile.SpooledTemporaryFile(MEMORY_BODY)
+    if length <= MEMORY_BODY:
+        return io.BytesIO()
+    return tempfile.TemporaryFile()
 
 
 def _parts_length(parts: list[bytes | FileRange]) -> int:

@@ -40,6 +40,7 @@ import socket
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 from setproctitle import setproctitle
 
@@ -194,10 +195,13 @@ class Worker:
             for fd, mask in events:
                 connection = connections.get(fd)
                 if connection is not None:
-                    if mask & EPOLLOUT:
-                        connection.on_writable(now)
-                    else:
-                        connection.on_readable(now)
+                    try:
+                        if mask & EPOLLOUT:
+                            connection.on_writable(now)
+                        else:
+                            connection.on_readable(now)
+                    except Exception:  # noqa: BLE001 - a bug costs one connection, not the worker
+                        self._connection_failed(connection)
                 elif fd in listeners:
                     self._accept(listeners[fd], fd, now)
                 else:
@@ -212,10 +216,21 @@ class Worker:
         self._shutdown()
         return EXIT_OK
 
+    def _connection_failed(self, connection: Connection) -> None:
+        self.error_log.error(f"connection failed: {traceback.format_exc()}")
+        try:
+            connection.abort("internal error")
+        except Exception:  # noqa: BLE001 - make sure the connection is gone at least
+            self.forget(connection)
+            connection.sock.close()
+
     def _serve_ready(self, now: float) -> None:
         ready, self.ready = self.ready, []
         for connection in ready:
-            connection.process(now)
+            try:
+                connection.process(now)
+            except Exception:  # noqa: BLE001 - as in run()
+                self._connection_failed(connection)
 
     def _tick(self, now: float) -> None:
         self._notify(HEARTBEAT)
@@ -224,7 +239,10 @@ class Worker:
             self.stopping = True
             return
         for connection in [c for c in self.connections.values() if c.deadline <= now]:
-            connection.on_timeout(now)
+            try:
+                connection.on_timeout(now)
+            except Exception:  # noqa: BLE001 - as in run()
+                self._connection_failed(connection)
         if self.accept_paused_until and now >= self.accept_paused_until and not self.retiring:
             self.accept_paused_until = 0.0
             self._listen(True)
@@ -294,15 +312,11 @@ class Worker:
             elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
                 self.error_log.error(f"accept failed: {exc}")
             return
-        sock.setblocking(False)
-        family, server_addr, server_port = self.listener_info[fd]
-        if family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if server_addr in ("0.0.0.0", "::"):
-                server_addr, server_port = sock.getsockname()[:2]
-            info = ConnectionInfo(address[0], address[1], server_addr, server_port)
-        else:
-            info = ConnectionInfo("", 0, "", 0)
+        try:
+            info = self._connection_info(sock, address, fd)
+        except OSError:  # reset before we looked at it
+            sock.close()
+            return
         if len(self.connections) >= self.limits.connections and not self._close_oldest_idle():
             _refuse(sock)
             return
@@ -333,6 +347,16 @@ class Worker:
             tokens -= 1.0
             os.sched_yield()
         self.yield_tokens = tokens
+
+    def _connection_info(self, sock: socket.socket, address: Any, fd: int) -> ConnectionInfo:
+        sock.setblocking(False)
+        family, server_addr, server_port = self.listener_info[fd]
+        if family == socket.AF_UNIX:
+            return ConnectionInfo("", 0, "", 0)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if server_addr in ("0.0.0.0", "::"):  # a wildcard listener: which address was reached?
+            server_addr, server_port = sock.getsockname()[:2]
+        return ConnectionInfo(address[0], address[1], server_addr, server_port)
 
     def _close_oldest_idle(self) -> bool:
         """Close the idle connection waiting longest (the one whose keep-alive ends first)."""
