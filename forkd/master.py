@@ -453,7 +453,11 @@ class Master:
         if pending and record.generation is pending.generation and not record.ready:
             pending.failure = f"{record.describe()} {cause} before it was ready (see the error log)"
             return
-        if not record.ready or lived < CRASH_WINDOW:
+        # A ready worker killed by a SIGKILL forkd did not send (the OOM killer, an operator) says
+        # nothing about the deployment: replace it at once. Were it a crash, a few such kills in a
+        # row would grow the back-off to BACKOFF_MAX and leave the service without workers.
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        if not record.ready or (lived < CRASH_WINDOW and not killed):
             self.crashed()
 
     def crashed(self) -> None:
