@@ -51,10 +51,6 @@ def start(tmp_path: Path, site: Path, name: str = "d", **overrides: object) -> D
 # -- SIGKILL every 200 ms ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MASTER: a ready worker killed by SIGKILL within CRASH_WINDOW (1 s) of its start counts as a "
-    "crash (master.py on_exit), so a kill storm grows the respawn back-off to 10 s and leaves the "
-    "service without workers: no answer for seconds"))
 def test_workers_killed_every_200ms_under_load(tmp_path: Path, site: Path) -> None:
     daemon = start(tmp_path, site, workers=2)
     seconds = scaled(6.0, 60.0)
@@ -180,16 +176,9 @@ NEEDS_A_DESCRIPTOR = {
     "body_spool": b"POST /cgi-bin/count.sh HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
                   % BIG_BODY + b"x" * BIG_BODY,
 }
-REPORTED = {
-    "body_spool": "ENGINE: tempfile.TemporaryFile() failing in Connection._start (connection.py) "
-                  "is not caught: the worker crashes",
-}
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param(kind, marks=pytest.mark.xfail(reason=REPORTED[kind], strict=True))
-    if kind in REPORTED else kind for kind in sorted(NEEDS_A_DESCRIPTOR)
-])
+@pytest.mark.parametrize("kind", sorted(NEEDS_A_DESCRIPTOR))
 def test_a_request_needing_a_descriptor_when_none_is_left_gets_503(tmp_path: Path, site: Path,
                                                                    kind: str) -> None:
     """The worker's descriptor table is made full (every number below the soft limit in use), then a
