@@ -87,6 +87,10 @@ class ClientGone(Exception):
     """The peer reset or closed the connection while we were writing."""
 
 
+class BodyFailed(Exception):
+    """A response body iterator raised: the response cannot be completed."""
+
+
 class Connection:
     __slots__ = (
         "body_file",
@@ -470,7 +474,7 @@ class Connection:
         except ClientGone as gone:
             self.abort(str(gone))
             return
-        except Exception:  # noqa: BLE001 - a broken body iterator aborts one connection
+        except BodyFailed:  # a broken body iterator aborts its connection, nothing else
             self.worker.error_log.error(f"response body failed: {traceback.format_exc()}")
             self.abort("response body failed")
             return
@@ -509,7 +513,10 @@ class Connection:
                     if not item[2]:
                         out.popleft()
                 else:
-                    chunk = item.pull()
+                    try:
+                        chunk = item.pull()
+                    except Exception as exc:
+                        raise BodyFailed() from exc
                     if chunk is None:
                         out.popleft()
                         if item.short:

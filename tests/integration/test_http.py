@@ -141,6 +141,14 @@ def handle(self, request):
     if request.path == "/bad-header":
         from forkd.http.response import Response
         return Response(200, [("X-Evil", "a\\r\\nSet-Cookie: injected=1")], b"nope")
+    if request.path == "/bad-iterator":
+        from forkd.http.response import Response
+
+        def body():
+            yield b"partial"
+            raise OSError("the producer broke")
+
+        return Response(200, [], body(), cleanup=lambda: open(__file__ + ".cleanups", "a").write("ran\\n"))
     return _handle(self, request)
 
 
@@ -476,6 +484,19 @@ def test_handler_exception_is_500_and_the_worker_survives(server: Daemon) -> Non
     assert conn.request("/index.html")[0] == 200  # a 500 does not lose the connection
     assert server.worker_pids() == workers
     server.wait_for_log("secret internal detail")  # the traceback is in the error log only
+
+
+def test_failing_body_iterator_aborts_only_its_connection(server: Daemon) -> None:
+    workers = server.worker_pids()
+    conn = connect(server)
+    conn.send(b"GET /bad-iterator HTTP/1.1\r\nHost: a\r\n\r\n")
+    with pytest.raises(ConnectionError):
+        conn.response()  # chunked, but the last-chunk never comes: the connection just ends
+    server.wait_for_log("the producer broke")
+    cleanups = Path(server.env["PYTHONPATH"].split(":")[0]) / "sitecustomize.py.cleanups"
+    assert cleanups.read_text() == "ran\n"  # the handler's cleanup ran exactly once
+    assert server.worker_pids() == workers
+    assert connect(server).request("/index.html")[0] == 200
 
 
 def test_response_splitting_header_becomes_500(server: Daemon) -> None:
