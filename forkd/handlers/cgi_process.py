@@ -47,7 +47,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import BinaryIO
 
 from forkd.http.errors import BadGateway, GatewayTimeout, ServiceUnavailable
@@ -408,3 +408,28 @@ def body_iterator(process: CgiProcess, first: bytes, length: int | None) -> Iter
             if remaining:
                 raise ScriptFailed(f"{process.label}: output ended {remaining} bytes short")
             return
+
+
+def kill_orphans(keep: Collection[int]) -> list[int]:
+    """SIGKILL the process group of every child of this process that is not in `keep`; return their pids.
+
+    For the master, made a child subreaper (prctl PR_SET_CHILD_SUBREAPER): when a worker dies without
+    cleaning up (SIGKILL, OOM killer), its scripts, which lead their own sessions, are reparented to
+    the master instead of init, and this finds and stops them with everything they started. Children
+    in the caller's own process group (workers, helpers) are never touched.
+    """
+    me, own_group = os.getpid(), os.getpgrp()
+    killed = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in keep:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat_file:
+                fields = stat_file.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parent, group = int(fields[1]), int(fields[2])
+        if parent == me and group != own_group:  # scripts and what they started, never ours
+            _kill_group(group, signal.SIGKILL)
+            killed.append(int(entry.name))
+    return killed
