@@ -236,6 +236,18 @@ def test_head_strips_the_body_and_keeps_the_connection(daemon: Daemon) -> None:
     conn.close()
 
 
+def test_head_of_an_endless_stream_stops_the_script(daemon: Daemon, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    conn = daemon.connection()
+    conn.request("HEAD", f"/cgi/group.sh?{pidfile}")
+    response = conn.getresponse()
+    assert response.status == 200 and response.read() == b""
+    conn.request("GET", "/cgi/hello.sh")  # the connection is still in step
+    assert conn.getresponse().read() == b"hello\n"
+    conn.close()
+    _wait_until_gone(daemon, *map(int, _wait_for_file(pidfile).split()))
+
+
 def test_status_headers_and_declared_length(daemon: Daemon) -> None:
     status, headers, body = daemon.get("/cgi/status.sh")
     assert status == 418
