@@ -179,6 +179,16 @@ def test_large_post_with_script_writing_first(daemon: Daemon) -> None:
     assert digest.hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
+def test_script_that_ignores_its_body(daemon: Daemon) -> None:
+    """hello.sh never reads stdin: writing the rest of a large body meets EPIPE, not a hang."""
+    conn = daemon.connection()
+    for _ in range(2):
+        conn.request("POST", "/cgi/hello.sh", body=b"x" * (2 * 1024 * 1024))
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"hello\n")
+    conn.close()
+
+
 def test_body_over_the_limit_is_413(daemon: Daemon) -> None:
     head = b"POST /cgi/cat.sh HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (65 * 1024 * 1024)
     assert raw_exchange(daemon, head).startswith(b"HTTP/1.1 413")
