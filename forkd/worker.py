@@ -71,6 +71,7 @@ TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout wh
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
 ROUTE_CACHE = 4096  # raw request paths whose route is remembered
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of file descriptors
+DRAIN_LIMIT = 1024  # queued connections a retiring worker still takes before closing its listeners
 YIELD_BURST = 100.0  # accepts after which this worker stops yielding the CPU to its siblings...
 YIELD_RATE = 100.0  # ... and how fast that allowance comes back, per second
 REFUSAL = (
@@ -283,8 +284,25 @@ class Worker:
         self.retire_at = now + min(RETIRE_GRACE, self.timeouts.graceful)
         self.give_up_at = now + self.timeouts.graceful
         self._listen(False)
+        self._close_listeners(now)
         self.accept_paused_until = 0.0
         self.error_log.debug("worker retiring")
+
+    def _close_listeners(self, now: float) -> None:
+        """Take the connections already queued, then close this worker's copies of the listeners.
+
+        Once every process has closed its copy (the master closes its own when it stops), the
+        kernel refuses new connections at once: a client learns that nothing was sent, instead of
+        waiting in a queue nobody reads and being reset, request sent, when the master exits.
+        During a reload the new generation holds copies, so clients see no change.
+        """
+        for fd, listener in self.listeners.items():
+            for _ in range(DRAIN_LIMIT):
+                if self.accept_paused_until or not select.select([listener], [], [], 0)[0]:
+                    break
+                self._accept(listener, fd, now)  # answered with Connection: close (retiring)
+            listener.close()
+        self.listeners.clear()  # in place: the loop holds a reference to this dict
 
     def _retire_step(self, now: float) -> None:
         if now >= self.retire_at:
