@@ -724,6 +724,10 @@ class Master:
         if self.stop_deadline is None:
             self.notifier.stopping()
             self.log.info("stopping gracefully" if graceful else "stopping now")
+            # New connections are refused from now on (the workers close their copies as they
+            # retire), rather than queued for nobody and reset when the master exits.
+            for listener in self.all_listeners():
+                listener.close()
         elif graceful:
             return  # already stopping; a second TERM changes nothing
         self.stop_deadline = min(self.stop_deadline or float("inf"), time.monotonic() + wait)
