@@ -6,9 +6,8 @@
   which never closed. (test_daemon.py has 30 reloads under 8 threads; this is the 50-connection
   version, with more reloads.)
 - TERM under the same load: every request sent on a connection a worker had accepted is answered;
-  the daemon exits 0. Connections made after the workers stopped accepting should be refused at
-  once (the client then knows its request was not sent); today they wait in the listen queue
-  until the master exits and are reset with their request sent (xfail, reported).
+  the daemon exits 0. Connections made after the stop began are refused at once (the client then
+  knows its request was not sent), never queued for nobody and reset with their request sent.
 - FORKD_SOAK=1 also runs the reload test against nginx (when installed) with the same client
   and prints its failures for comparison; that one asserts nothing about nginx.
 
@@ -81,10 +80,6 @@ def test_term_under_load_answers_every_request_a_worker_accepted(tmp_path: Path)
           f"connections; new connections after the stop began: {kinds}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MASTER/ENGINE: on TERM the workers stop accepting but the listening sockets stay open until "
-    "the master exits, so connections made meanwhile wait in the listen queue and are reset (with "
-    "their request sent) instead of being refused at once"))
 def test_term_under_load_refuses_new_connections_instead_of_dropping_them(tmp_path: Path) -> None:
     load = term_under_load(tmp_path)
     dropped = [f for f in load.fresh_failures if "refused" not in f]
