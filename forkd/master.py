@@ -67,6 +67,7 @@ FAST_STOP_WAIT = 2.0  # INT/QUIT: seconds the workers get to exit before SIGKILL
 BLOCKED_AFTER = 2.0  # seconds without a heartbeat (two beats) after which a worker is blocked
 TICK = 0.25  # the loop wakes at least this often to check timers and stuck workers
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 LIBC = ctypes.CDLL(None, use_errno=True)
 
 SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
@@ -174,6 +175,9 @@ class Master:
     def start(self) -> None:
         config = self.first_config
         raise_nofile_limit()
+        # What a dead worker leaves running (CGI scripts, in their own sessions) becomes our child,
+        # found and killed after the worker is reaped (kill_orphans).
+        LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         check_user(config)
         own_logs(config)
         self.write_pidfile()
@@ -433,6 +437,25 @@ class Master:
             record = self.workers.pop(pid, None)
             if record is not None:
                 self.on_exit(record, status)
+                self.kill_orphans()
+
+    def kill_orphans(self) -> None:
+        """Kill the process group of every child that is not a worker.
+
+        Such a child can only be a script a dead worker left running (a worker killed by SIGKILL
+        cannot stop its CGI scripts), reparented to us as the child subreaper; its group holds
+        whatever it started. Scripts lead their own groups, so ours is never hit.
+        """
+        own_group = os.getpgrp()
+        for pid in children(self.pid):
+            if pid in self.workers:
+                continue
+            try:
+                group = os.getpgid(pid)
+                if group != own_group:
+                    os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # gone meanwhile, or became another user
 
     def on_exit(self, record: WorkerRecord, status: int) -> None:
         if record.notify_fd in self.selector.get_map():
@@ -766,6 +789,15 @@ def exit_cause(status: int, record: WorkerRecord) -> str:
     if code == worker.EXIT_BOOT_FAILED:
         return f"exited with code {code} (could not boot)"
     return f"exited with code {code}"
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a single-threaded process's children (Linux 3.5+ /proc)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return [int(child) for child in listing.read().split()]
+    except OSError:
+        return []
 
 
 def drain(fd: int) -> None:
