@@ -337,9 +337,6 @@ def test_cgi_abandoned_by_its_client_is_cleaned_up(cgi_daemon: tuple[Daemon, Pat
     poll(lambda: not alive(grandchild) and not descendants(worker), 5, "script group killed")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MASTER/CGI: scripts run in their own session; when their worker dies by SIGKILL nobody kills "
-    "their group, so the script and its grandchildren live on (reported)"))
 def test_cgi_of_a_killed_worker_is_cleaned_up(cgi_daemon: tuple[Daemon, Path]) -> None:
     """A worker SIGKILLed mid-CGI (OOM killer, stuck-worker kill) cannot clean up itself."""
     daemon, pids = cgi_daemon
