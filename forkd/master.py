@@ -24,9 +24,12 @@ which request it is serving and since when. A worker silent for `timeouts.worker
 request for that long, is killed with SIGKILL and replaced; the error log names its pid and the
 request. A worker that wants to retire (`limits.worker_requests`) first gets a replacement; only
 when that one is READY does the old one get TERM, and at most one such recycle runs at a time, so
-capacity never drops. A worker that dies before READY, or within CRASH_WINDOW of its start, is a
-crash: replacements are then delayed by a back-off that doubles up to BACKOFF_MAX, so a broken
-deployment never becomes a fork storm. Every exit is logged with its cause.
+capacity never drops. A worker that dies before READY, or within CRASH_WINDOW of its start (unless
+an outside SIGKILL ended it), is a crash: replacements are then delayed by a back-off that doubles
+up to BACKOFF_MAX, so a broken deployment never becomes a fork storm. Every exit is logged with its
+cause. The master is a child subreaper: scripts a killed worker left running become its children,
+and their process groups are killed when the worker is reaped. When a stop begins the master
+closes its listeners, so new connections are refused instead of queued for nobody.
 
 The master keeps the privileges it started with and only workers switch to `user`/`group` (after
 fork, before they run any request code): a reload may bind a new privileged port, re-open
