@@ -204,7 +204,10 @@ class Worker:
                     except Exception:  # noqa: BLE001 - a bug costs one connection, not the worker
                         self._connection_failed(connection)
                 elif fd in listeners:
-                    self._accept(listeners[fd], fd, now)
+                    try:
+                        self._accept(listeners[fd], fd, now)
+                    except Exception:  # noqa: BLE001 - e.g. epoll_ctl out of memory: try again later
+                        self.error_log.error(f"accept failed: {traceback.format_exc()}")
                 else:
                     self._drain_signals(now)
             if self.ready:
@@ -341,7 +344,7 @@ class Worker:
         connection = Connection(self, sock, info, now)
         self.connections[connection.fd] = connection
         self.epoll.register(connection.fd, EPOLLIN)
-        if self.rotate_accepts and not self.retiring:  # a retiring worker stays unregistered
+        if self.rotate_accepts and not (self.retiring or self.accept_paused_until):
             # EPOLLEXCLUSIVE wakes the first waiting epoll on the listener's wait queue, and
             # registration appends to it: without this the first worker would take nearly every
             # connection while the others idle. Re-registering moves us to the back of the queue,
