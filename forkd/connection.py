@@ -105,6 +105,7 @@ class Connection:
         "out",
         "reader",
         "remote",
+        "scanned",
         "request",
         "response",
         "slot_line",
@@ -123,6 +124,7 @@ class Connection:
         self.info = info
         self.remote = info.remote_addr
         self.buffer = bytearray()
+        self.scanned = 0  # bytes of a partial head in buffer already examined by find_head
         self.state = HEAD
         # Nothing received yet: a connection that sends nothing is closed after timeouts.header.
         self.deadline = now + worker.timeouts.header
@@ -220,15 +222,18 @@ class Connection:
             return False
         if buffer[0] == 13:
             skip_empty_lines(buffer)
+            self.scanned = 0
             if not buffer:
                 return False
         try:
-            end = find_head(buffer, self.worker.limits)
+            end = find_head(buffer, self.worker.limits, self.scanned)
         except HTTPError as error:
             self.fail(error, now)
             return False
         if end < 0:
+            self.scanned = len(buffer)  # a trickled head is examined once per byte, not per piece
             return False
+        self.scanned = 0
         head = bytes(buffer[:end])
         del buffer[:end]
         self._start(head, now)

@@ -99,34 +99,39 @@ def skip_empty_lines(buffer: bytearray) -> None:
         del buffer[:start]
 
 
-def find_head(buffer: bytes | bytearray, limits: Limits) -> int:
+def find_head(buffer: bytes | bytearray, limits: Limits, scanned: int = 0) -> int:
     """Index just past the blank line ending the head, or -1 when more bytes are needed.
 
-    Raises as soon as the bytes so far cannot become a valid head within the limits.
+    Raises as soon as the bytes so far cannot become a valid head within the limits. `scanned`
+    is the buffer length at the previous call for the same head: only the bytes after it are
+    examined again, so a head trickled in many small pieces costs linear, not quadratic, time.
     """
-    end = buffer.find(b"\r\n\r\n")
+    end = buffer.find(b"\r\n\r\n", max(scanned - 3, 0))
     if end >= 0:
         if end + 4 > limits.header_bytes:
             raise HeadersTooLarge("request head too large")
         return end + 4
-    _check_partial(buffer, limits)
+    # Re-examine the last old byte when it is a CR: it may pair with a new LF.
+    _check_partial(buffer, limits, scanned - 1 if scanned and buffer[scanned - 1] == 13 else scanned)
     return -1
 
 
-def _check_partial(buffer: bytes | bytearray, limits: Limits) -> None:
-    line_end = buffer.find(b"\r\n")
+def _check_partial(buffer: bytes | bytearray, limits: Limits, start: int) -> None:
+    """Fail early on an incomplete head; bytes before `start` were checked already."""
+    line_end = buffer.find(b"\r\n", 0, limits.request_line + 2)
     if line_end < 0:
-        if buffer.find(b"\n") >= 0:
-            raise BadRequest("bare LF line ending")
-        if len(buffer) > limits.request_line:
+        if len(buffer) > limits.request_line + 1:  # no CRLF where the longest line would end
             raise URITooLong("request line too long")
+        if buffer.find(b"\n", start) >= 0:
+            raise BadRequest("bare LF line ending")
         return
     if line_end > limits.request_line:
         raise URITooLong("request line too long")
-    parse_request_line(buffer[:line_end].decode("latin-1"))  # HTTP/0.9 and garbage fail early
+    if line_end + 2 > start:  # the request line is new: HTTP/0.9 and garbage fail here, early
+        parse_request_line(buffer[:line_end].decode("latin-1"))
     if len(buffer) > limits.header_bytes:
         raise HeadersTooLarge("request head too large")
-    if buffer.count(b"\n") != buffer.count(b"\r\n"):
+    if buffer.count(b"\n", start) != buffer.count(b"\r\n", start):
         raise BadRequest("bare LF line ending")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -63,6 +64,33 @@ def test_header_count_limit_is_inclusive() -> None:
     parse(b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n", Limits(headers=5))
     with pytest.raises(HeadersTooLarge):
         parse(b"GET / HTTP/1.1\r\nHost: a\r\nX: 0\r\n" + fields + b"\r\n", Limits(headers=5))
+
+
+def test_trickled_head_is_checked_incrementally_and_in_linear_time() -> None:
+    limits = Limits()
+    head = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Pad: " + b"p" * 60000 + b"\r\n\r\n"
+    buffer, scanned = bytearray(), 0
+    start = time.process_time()
+    for index in range(len(head) - 1):
+        buffer.append(head[index])
+        assert find_head(buffer, limits, scanned) == -1
+        scanned = len(buffer)
+    buffer.append(head[-1])
+    assert find_head(buffer, limits, scanned) == len(head)
+    assert time.process_time() - start < 5  # quadratic rescanning would take minutes
+
+
+@pytest.mark.parametrize("data", [
+    b"GET / HTTP/1.1\r\nHost: a\nX",  # bare LF arriving after a CRLF
+    b"GET / HTTP/1.1\nX",
+])
+def test_bare_lf_found_when_trickled(data: bytes) -> None:
+    buffer, scanned = bytearray(), 0
+    with pytest.raises(BadRequest):
+        for byte in data:
+            buffer.append(byte)
+            find_head(buffer, LIMITS, scanned)
+            scanned = len(buffer)
 
 
 def test_skip_empty_lines() -> None:

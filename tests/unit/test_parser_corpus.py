@@ -42,6 +42,7 @@ class Driver:
         self.request: Request | None = None
         self.reader: LengthReader | ChunkedDecoder | None = None
         self.body: list[bytes] = []
+        self.scanned = 0
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
@@ -52,9 +53,12 @@ class Driver:
         if self.request is None:
             if self.buffer[:1] == b"\r":
                 skip_empty_lines(self.buffer)
-            end = find_head(self.buffer, self.limits)
+                self.scanned = 0
+            end = find_head(self.buffer, self.limits, self.scanned)
             if end < 0:
+                self.scanned = len(self.buffer)
                 return False
+            self.scanned = 0
             head = bytes(self.buffer[:end])
             del self.buffer[:end]
             self.request = parse_head(head, self.limits)
