@@ -317,6 +317,30 @@ def test_encoded_route_prefix_cannot_bypass_cgi_route(server: Daemon) -> None:
     assert status == 200 and body == b"abc"
 
 
+# -- files: sendfile, parts -------------------------------------------------------------------
+
+
+def test_large_file_is_sent_whole_and_the_connection_reused(server: Daemon, site: Path) -> None:
+    conn = connect(server, timeout=20)
+    status, _, body = conn.request("/big.bin")  # far more than a socket buffer: EPOLLOUT
+    assert status == 200 and body == (site / "www" / "big.bin").read_bytes()
+    assert conn.request("/1k.txt")[0] == 200
+
+
+def test_ranges_mix_bytes_and_file_parts(server: Daemon, site: Path) -> None:
+    data = (site / "www" / "big.bin").read_bytes()
+    conn = connect(server)
+    status, headers, body = conn.request("/big.bin", headers="Range: bytes=0-99999\r\n")
+    assert status == 206 and body == data[:100000]  # a file part larger than one inline read
+    status, headers, body = conn.request("/big.bin", headers="Range: bytes=10-19,300000-300009\r\n")
+    assert status == 206 and headers["content-type"].startswith("multipart/byteranges")
+    assert data[10:20] in body and data[300000:300010] in body
+    assert len(body) == int(headers["content-length"])
+    status, headers, _ = conn.request("/big.bin", method="HEAD", headers="Range: bytes=0-9\r\n")
+    assert status == 200 and headers["content-length"] == str(len(data))  # Range is GET-only
+    assert conn.request("/1k.txt")[2] == b"x" * 1024  # the framing held throughout
+
+
 # -- streamed (iterator) responses ----------------------------------------------------------
 
 
