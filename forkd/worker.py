@@ -121,6 +121,7 @@ class Worker:
         self.limits = config.limits
         self.slot = context.slot
         self.notify_fd = context.notify_fd
+        os.set_blocking(self.notify_fd, False)  # a master slow to read must never stall the loop
         self.parent = os.getppid()
         self.signals: list[int] = []
         self._install_signals()
