@@ -4,6 +4,11 @@ Keep-alive, pipelining, HTTP/1.0, HEAD, OPTIONS *, 100-continue, chunked request
 request smuggling probes (each answered once with 400/501, then the connection closes), handler
 failures (500, worker survives) and connection limits. Timeouts and slow clients are in
 test_http_slow.py. RawClient is shared with it.
+
+Most tests share one daemon per module (`server`, started through the same Daemon class as the
+make_daemon fixture and killed by process group at teardown): starting a daemon per test would
+cost more than the tests themselves. Tests that kill workers or need another config use
+make_daemon.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +211,9 @@ def server(site: Path) -> Iterator[Daemon]:
     ), env)
     yield daemon
     daemon.stop()
+
+
+MakeDaemon = Callable[..., Daemon]  # the conftest fixture: make_daemon(config) -> a started Daemon
 
 
 def connect(daemon: Daemon, timeout: float = 5.0) -> RawClient:
@@ -544,54 +552,45 @@ def test_200_concurrent_keep_alive_connections_on_2_workers(server: Daemon) -> N
         conn.close()
 
 
-def test_full_worker_closes_its_oldest_idle_connection(tmp_path: Path, site: Path) -> None:
-    daemon = start(tmp_path / "d", site_config(site, workers=1, limits={"connections": 3}))
-    try:
-        conns = [connect(daemon) for _ in range(3)]
-        for conn in conns:
-            assert conn.request("/index.html")[0] == 200
-            time.sleep(0.05)  # an order of idleness
-        newcomer = connect(daemon)
-        assert newcomer.request("/index.html")[0] == 200
-        assert conns[0].closed()  # the oldest idle one made room
-        assert conns[2].request("/index.html")[0] == 200
-    finally:
-        daemon.stop()
+def test_full_worker_closes_its_oldest_idle_connection(make_daemon: MakeDaemon, site: Path) -> None:
+    daemon = make_daemon(site_config(site, workers=1, limits={"connections": 3}))
+    conns = [connect(daemon) for _ in range(3)]
+    for conn in conns:
+        assert conn.request("/index.html")[0] == 200
+        time.sleep(0.05)  # an order of idleness
+    newcomer = connect(daemon)
+    assert newcomer.request("/index.html")[0] == 200
+    assert conns[0].closed()  # the oldest idle one made room
+    assert conns[2].request("/index.html")[0] == 200
 
 
-def test_server_tokens_off(tmp_path: Path, site: Path) -> None:
-    daemon = start(tmp_path / "d", site_config(site, workers=1, server_tokens=False))
-    try:
-        _, headers, _ = connect(daemon).request("/index.html")
-        assert headers["server"] == "forkd"
-        # The access log is flushed once the worker goes idle, not only when its buffer fills.
-        deadline = time.monotonic() + 5
-        while "GET /index.html HTTP/1.1" not in _read(daemon.access_log):
-            assert time.monotonic() < deadline, "access log line not flushed"
-            time.sleep(0.05)
-    finally:
-        daemon.stop()
+def test_server_tokens_off(make_daemon: MakeDaemon, site: Path) -> None:
+    daemon = make_daemon(site_config(site, workers=1, server_tokens=False))
+    _, headers, _ = connect(daemon).request("/index.html")
+    assert headers["server"] == "forkd"
+    # The access log is flushed once the worker goes idle, not only when its buffer fills.
+    deadline = time.monotonic() + 5
+    while "GET /index.html HTTP/1.1" not in _read(daemon.access_log):
+        assert time.monotonic() < deadline, "access log line not flushed"
+        time.sleep(0.05)
 
 
 def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def test_worker_retires_after_worker_requests_without_failing_any(tmp_path: Path, site: Path) -> None:
-    daemon = start(tmp_path / "d", site_config(site, workers=1, limits={"worker_requests": 20}))
-    try:
-        first = daemon.worker_pids()
-        conn = connect(daemon)
-        served = 0
-        deadline = time.monotonic() + 15
-        while first[0] in daemon.worker_pids() or served < 30:
-            assert time.monotonic() < deadline, "the worker never retired"
-            status, headers, _ = conn.request("/1k.txt")
-            assert status == 200
-            served += 1
-            if headers.get("connection") == "close":  # the retiring worker's last answer
-                assert conn.closed()
-                conn = connect(daemon)
-        daemon.wait_for_log(f"worker {first[0]} ", timeout=5)  # the master logged its exit
-    finally:
-        daemon.stop()
+def test_worker_retires_after_worker_requests_without_failing_any(make_daemon: MakeDaemon, site: Path) -> None:
+    daemon = make_daemon(site_config(site, workers=1, limits={"worker_requests": 20}))
+    first = daemon.worker_pids()
+    conn = connect(daemon)
+    served = 0
+    deadline = time.monotonic() + 15
+    while first[0] in daemon.worker_pids() or served < 30:
+        assert time.monotonic() < deadline, "the worker never retired"
+        status, headers, _ = conn.request("/1k.txt")
+        assert status == 200
+        served += 1
+        if headers.get("connection") == "close":  # the retiring worker's last answer
+            assert conn.closed()
+            conn = connect(daemon)
+    daemon.wait_for_log(f"worker {first[0]} ", timeout=5)  # the master logged its exit

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_http import RawClient, connect, make_site, site_config, start
+from test_http import MakeDaemon, RawClient, connect, make_site, site_config, start
 
 from tests.support.daemon import Daemon
 
@@ -147,19 +147,16 @@ def test_many_slow_clients_and_one_fast(one_worker: Daemon) -> None:
         sock.close()
 
 
-def test_retiring_worker_closes_keep_alive_after_next_response(tmp_path: Path, site: Path) -> None:
-    daemon = start(tmp_path / "d", site_config(site, workers=1))
-    try:
-        conn = connect(daemon)
-        assert conn.request("/1k.txt")[0] == 200
-        [worker] = daemon.worker_pids()
-        os.kill(worker, signal.SIGTERM)
-        time.sleep(0.1)
-        status, headers, _ = conn.request("/1k.txt")  # within the retirement grace
-        assert status == 200 and headers["connection"] == "close"
-        assert conn.closed()
-        daemon.wait_for_log(f"{worker}")  # the master logged the exit of the retired worker
-        idle = connect(daemon)
-        assert idle.request("/index.html")[0] == 200  # the replacement serves
-    finally:
-        daemon.stop()
+def test_retiring_worker_closes_keep_alive_after_next_response(make_daemon: MakeDaemon, site: Path) -> None:
+    daemon = make_daemon(site_config(site, workers=1))
+    conn = connect(daemon)
+    assert conn.request("/1k.txt")[0] == 200
+    [worker] = daemon.worker_pids()
+    os.kill(worker, signal.SIGTERM)
+    time.sleep(0.1)
+    status, headers, _ = conn.request("/1k.txt")  # within the retirement grace
+    assert status == 200 and headers["connection"] == "close"
+    assert conn.closed()
+    daemon.wait_for_log(f"{worker}")  # the master logged the exit of the retired worker
+    idle = connect(daemon)
+    assert idle.request("/index.html")[0] == 200  # the replacement serves
