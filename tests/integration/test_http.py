@@ -564,6 +564,21 @@ def test_full_worker_closes_its_oldest_idle_connection(make_daemon: MakeDaemon, 
     assert conns[2].request("/index.html")[0] == 200
 
 
+def test_full_worker_without_idle_connections_answers_503(make_daemon: MakeDaemon,
+                                                           site: Path) -> None:
+    daemon = make_daemon(site_config(site, workers=1, limits={"connections": 2}))
+    busy = [connect(daemon) for _ in range(2)]
+    for conn in busy:
+        conn.send(b"GET /1k.txt HTTP/1.1\r\n")  # mid-head: not idle, cannot be closed
+    time.sleep(0.2)
+    newcomer = connect(daemon)
+    status, headers, _ = newcomer.response()
+    assert status == 503 and headers["retry-after"] == "1"
+    for conn in busy:
+        conn.send(b"Host: a\r\n\r\n")
+        assert conn.response()[0] == 200
+
+
 def test_server_tokens_off(make_daemon: MakeDaemon, site: Path) -> None:
     daemon = make_daemon(site_config(site, workers=1, server_tokens=False))
     _, headers, _ = connect(daemon).request("/index.html")
