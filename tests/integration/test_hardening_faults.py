@@ -21,17 +21,23 @@ import random
 import resource
 import signal
 import socket
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from test_hardening_support import (
+    Load,
+    alive,
+    descendants,
+    get,
+    make_site,
+    poll,
+    scaled,
+    site_config,
+)
 
 from tests.support.daemon import Daemon
-from test_hardening_support import (
-    Load, Probe, alive, descendants, get, make_site, poll, scaled, site_config,
-)
 
 IN_FLIGHT = ("closed with the request in flight", "recv: Connection reset by peer",
              "send: Connection reset by peer", "send: Broken pipe")
@@ -158,7 +164,7 @@ def _outcome(sock: socket.socket) -> str:
     try:
         while chunk := sock.recv(65536):
             data += chunk
-    except socket.timeout:
+    except TimeoutError:
         if not data:
             return "queued"  # still in the listen queue, or accepted and not yet answered
     except OSError:
@@ -218,7 +224,7 @@ def _keep_alive(daemon: Daemon) -> socket.socket:
 def _fill_descriptor_table(daemon: Daemon, worker: int) -> list[socket.socket]:
     """Accepted connections fill the holes of the worker's descriptor table (accept takes the
     lowest free number) until every number up to the highest is in use."""
-    held = []
+    held: list[socket.socket] = []
     for _ in range(200):
         numbers = {int(name) for name in os.listdir(f"/proc/{worker}/fd")}
         if len(numbers) == max(numbers) + 1:

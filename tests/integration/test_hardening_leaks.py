@@ -15,10 +15,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.support.daemon import Daemon
 from test_hardening_support import (
-    Exchange, Load, ProcessFacts, get, make_site, poll, process_facts, scaled, site_config,
+    Exchange,
+    Load,
+    ProcessFacts,
+    get,
+    make_site,
+    poll,
+    process_facts,
+    scaled,
+    site_config,
 )
+
+from tests.support.daemon import Daemon
 
 REQUESTS = scaled(20000, 200000)
 WARM_UP = 3000

@@ -26,13 +26,13 @@ import codecs
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from test_hardening_support import counted, make_site, site_config
 
 from tests.support.daemon import Daemon
-from test_hardening_support import counted, make_site, site_config
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "invalid"
 CLOSE_WITHIN = 3.0  # seconds: forkd closes at once after a framing error; 5 s would mean a timeout
@@ -148,7 +148,7 @@ def exchange(daemon: Daemon, data: bytes) -> tuple[bytes, float]:
                 chunks.append(chunk)
         except ConnectionResetError:
             pass
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError(f"connection still open after {CLOSE_WITHIN + 2}s") from None
     return b"".join(chunks), time.monotonic() - started
 

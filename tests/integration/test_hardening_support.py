@@ -22,9 +22,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
 SOAK = os.environ.get("FORKD_SOAK", "") not in ("", "0")
 
@@ -116,7 +117,7 @@ def get(path: str, status: int = 200, headers: str = "") -> Exchange:
 
 
 class _Client:
-    __slots__ = ("sock", "out", "inbuf", "exchange", "sent_at", "index", "fresh")
+    __slots__ = ("exchange", "fresh", "inbuf", "index", "out", "sent_at", "sock")
 
     def __init__(self, sock: socket.socket, index: int) -> None:
         self.sock = sock
@@ -156,7 +157,7 @@ class Load:
         self.next = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -336,7 +337,7 @@ class Probe:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Probe":
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -389,7 +390,8 @@ def process_facts(pid: int) -> ProcessFacts:
             targets.append(os.readlink(entry))
         except OSError:
             pass
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
+                              check=False).stdout
     return ProcessFacts(rss, len(targets), len(children.split()), sorted(targets))
 
 
@@ -399,7 +401,8 @@ def descendants(pid: int) -> list[int]:
     frontier = [pid]
     while frontier:
         parent = frontier.pop()
-        out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True,
+                             check=False).stdout
         for child in map(int, out.split()):
             found.append(child)
             frontier.append(child)
