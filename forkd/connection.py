@@ -258,7 +258,7 @@ class Connection:
             if request.path == "*":
                 self.respond(Response(200, [("Allow", OPTIONS_ALLOW)]), now)  # RFC 9110 §9.3.7
                 return
-            handler = worker.route(request)
+            handler = worker.routes.get(request.path) or worker.route(request)
             handler.prepare(request)
         except HTTPError as error:
             self.fail(error, now)
@@ -572,7 +572,8 @@ class Connection:
 
     def _cleanup(self) -> None:
         """Release what the request held: the response, the body file, the scoreboard slot."""
-        self._release_response()
+        if self.response is not None and self.response.cleanup is not None:
+            self._release_response()
         if self.body_file is not None:
             self.body_file.close()
         if self.request is not None:
