@@ -6,7 +6,10 @@ The master forks a worker and calls `run_worker`; its return value is the exit c
 one single-threaded process with one epoll instance over:
 
 - the shared listeners, registered with EPOLLEXCLUSIVE so that a new connection wakes one worker
-  rather than all of them (several workers wait on the same listening sockets);
+  rather than all of them (several workers wait on the same listening sockets). The kernel wakes
+  the first waiter in registration order, so after each accept a worker re-registers (moving to
+  the back of the line) and, in a burst, yields the CPU once: keep-alive connections opened
+  together then spread over the workers instead of all landing on the first one;
 - its own connections (forkd.connection.Connection: the per-connection HTTP state machine), each
   registered for EPOLLIN, switched to EPOLLOUT only while a response waits for the socket;
 - the read end of a self-pipe given to signal.set_wakeup_fd, so a signal interrupts the wait.
@@ -26,7 +29,8 @@ closed first, or the newcomer gets a 503), and accept() failing with EMFILE/ENFI
 reserve descriptor to answer the newcomer 503 and pauses accepting briefly instead of spinning.
 
 A worker never dies because of what a client sent: client input can only produce an HTTPError
-(a status reply) or a dropped connection; a handler's exception becomes a 500.
+(a status reply) or a dropped connection; a handler's exception becomes a 500, and any other
+exception while handling one connection is logged and costs that connection only.
 """
 
 from __future__ import annotations
