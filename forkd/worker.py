@@ -134,7 +134,7 @@ class Worker:
         self.access_log = AccessLog(config.access_log, config.log_format)
         self.access_log_enabled = self.access_log.enabled
         self.server = SERVER_SOFTWARE if config.server_tokens else "forkd"
-        self.router = Router(config)
+        self.router = Router(config, self.error_log)
         self.head_parser = HeadParser(self.limits)
         self.routes: dict[str, Handler] = {}  # raw path -> handler, bounded by ROUTE_CACHE
         self.connections: dict[int, Connection] = {}

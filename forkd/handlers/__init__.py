@@ -15,6 +15,7 @@ from forkd.config import Config, Route
 from forkd.http.errors import NotFound
 from forkd.http.request import Request
 from forkd.http.response import Response
+from forkd.logs import ErrorLog
 
 
 class Handler(Protocol):
@@ -28,9 +29,9 @@ class Handler(Protocol):
 class Router:
     """The first route whose prefix matches the request path (on segment boundaries) wins."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, log: ErrorLog) -> None:
         self.routes: list[tuple[str, Handler]] = [
-            (route.prefix, build_handler(route, config)) for route in config.routes
+            (route.prefix, build_handler(route, config, log)) for route in config.routes
         ]
 
     def match(self, path: str) -> tuple[str, Handler]:
@@ -47,7 +48,8 @@ def matches(prefix: str, path: str) -> bool:
     return path.startswith(base)
 
 
-def build_handler(route: Route, config: Config) -> Handler:
+def build_handler(route: Route, config: Config, log: ErrorLog) -> Handler:
+    """The handler of one route; `log` is the worker's error log (reopened by it on USR1)."""
     if route.static is not None:
         from forkd.handlers.static import StaticHandler
 
@@ -55,7 +57,7 @@ def build_handler(route: Route, config: Config) -> Handler:
     from forkd.handlers.cgi import CgiHandler
 
     assert route.cgi is not None
-    return CgiHandler(route.prefix, route.cgi, config)
+    return CgiHandler(route.prefix, route.cgi, config, log)
 
 
 class InternalRedirect(Exception):
