@@ -121,6 +121,13 @@ def test_accepting_without_descriptors_gives_503_and_recovers(tmp_path: Path, si
     refused/closed connection (or still waits in the listen queue); no worker dies; once the
     connections are gone, everything is served again."""
     daemon = start(tmp_path, site, workers=1)
+    try:
+        _flood_and_recover(daemon)
+    finally:
+        daemon.stop()
+
+
+def _flood_and_recover(daemon: Daemon) -> None:
     workers = daemon.worker_pids()
     holders: list[socket.socket] = []
     try:
@@ -154,7 +161,6 @@ def test_accepting_without_descriptors_gives_503_and_recovers(tmp_path: Path, si
     assert set(statuses) == {200}, statuses
     assert daemon.worker_pids() == workers
     assert "out of file descriptors" in daemon.log()
-    daemon.stop()
 
 
 def _outcome(sock: socket.socket) -> str:
