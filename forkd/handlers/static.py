@@ -60,6 +60,11 @@ SMALL_FILE = 64 * 1024  # files up to this size are kept in memory while unchang
 CACHE_BYTES = 32 * 1024 * 1024  # at most this much file content cached per handler (per worker)
 CACHE_ENTRIES = 4096  # at most this many cached paths / files; the caches are cleared when full
 RECHECK = 1.0  # seconds a validation is trusted while the file's identity is unchanged
+LISTING_ENTRIES = 256  # rendered directory listings kept per handler (per worker)
+LISTING_BYTES = 8 * 1024 * 1024  # ... and at most this much of them
+# A directory modified less than this before it was read may change again within the same tick of
+# the kernel's coarse file-time clock without its mtime moving: such a read is not trusted.
+RACY_MTIME = 0.1
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 SIBLINGS = (("br", ".br"), ("gzip", ".gz"))  # content coding, file suffix (best first)
 NOT_FOUND_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO})
@@ -97,6 +102,17 @@ class _File:
     siblings: tuple[str, ...] = ()  # codings with a precompressed sibling file
 
 
+@dataclass(slots=True)
+class _Listing:
+    """A rendered directory listing and what it was rendered from."""
+
+    identity: tuple[int, int, int, int]  # the directory's, as for _File
+    checked: float  # time.monotonic() of the read; 0.0 when the read is not to be trusted
+    entries: list[autoindex.Entry]
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
 class StaticHandler:
     """Serves files below `config.root` for the route at `prefix`."""
 
@@ -113,6 +129,8 @@ class StaticHandler:
         self._targets: dict[str, _Target] = {}
         self._files: dict[str, _File] = {}
         self._cached_bytes = 0
+        self._listings: dict[tuple[str, bool], _Listing] = {}
+        self._listing_bytes = 0
 
     # -- the Handler interface ------------------------------------------------------------------
 
@@ -173,7 +191,7 @@ class StaticHandler:
                     return _options()
                 if not self.config.autoindex:
                     raise Forbidden("directory listing is off")
-                return self._listing(request, target)
+                return self._listing(request, target, entry)
             entry = index
         elif target.trailing:
             raise NotFound()  # "/file.txt/" names a directory that does not exist
@@ -401,9 +419,26 @@ class StaticHandler:
 
     # -- directories ----------------------------------------------------------------------------
 
-    def _listing(self, request: Request, target: _Target) -> Response:
-        entries = self._read_directory(target.fs_path)
+    def _listing(self, request: Request, target: _Target, directory: _File) -> Response:
+        """The listing of a directory; rendered once and reused while the directory is unchanged.
+
+        Adding, removing or renaming an entry changes the directory's mtime, so its identity tells
+        those apart at once. A file below it that only changes size or time does not: the listing
+        is read again at least every RECHECK seconds, and rendered again only if what it lists changed.
+        """
         as_json = negotiate.prefers_json(request.headers.get("accept"))
+        key = (target.url_path, as_json)
+        cached = self._listings.get(key)
+        now = time.monotonic()
+        if cached is not None and cached.identity == directory.identity and now - cached.checked < RECHECK:
+            return Response(200, list(cached.headers), cached.body)
+        entries = self._read_directory(target.fs_path)
+        # mtime_ns of the directory against the wall clock: was it modified just before the read?
+        trusted = time.time() - directory.identity[3] / 1e9 >= RACY_MTIME
+        checked = now if trusted else 0.0
+        if cached is not None and cached.entries == entries:
+            cached.identity, cached.checked = directory.identity, checked
+            return Response(200, list(cached.headers), cached.body)
         if as_json:
             body = autoindex.render_json(entries)
             content_type = "application/json; charset=utf-8"
@@ -415,7 +450,22 @@ class StaticHandler:
         # says otherwise caches must revalidate it rather than guess a lifetime (RFC 9111 §4.2.2).
         if not self.config.cache_control:
             headers.append(("Cache-Control", "no-cache"))
-        return Response(200, headers + self.success_headers, body)
+        headers += self.success_headers
+        self._remember_listing(key, _Listing(directory.identity, checked, entries, headers, body))
+        return Response(200, list(headers), body)
+
+    def _remember_listing(self, key: tuple[str, bool], listing: _Listing) -> None:
+        old = self._listings.pop(key, None)
+        if old is not None:
+            self._listing_bytes -= len(old.body)
+        size = len(listing.body)
+        if size > LISTING_BYTES:
+            return
+        if len(self._listings) >= LISTING_ENTRIES or self._listing_bytes + size > LISTING_BYTES:
+            self._listings.clear()
+            self._listing_bytes = 0
+        self._listings[key] = listing
+        self._listing_bytes += size
 
     def _read_directory(self, fs_path: str) -> list[autoindex.Entry]:
         entries = []

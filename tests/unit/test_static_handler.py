@@ -167,6 +167,25 @@ def test_index_and_listing(site: Path) -> None:
     assert 'href="in"' in page  # a symlink inside the root is listed
 
 
+def test_cached_listing_follows_the_directory(site: Path) -> None:
+    """A listing is rendered once, then reused only while it would still read the same."""
+    handler = make(site, autoindex=True)
+    old = time.time() - 60
+    os.utime(site / "empty", (old, old))  # long unmodified: its first read is trusted
+    first = body_of(handler.handle(request("/empty/")))
+    assert body_of(handler.handle(request("/empty/"))) is first  # unchanged: not rendered again
+    (site / "empty" / "new.txt").write_text("x")  # the directory's mtime moves: read again
+    assert "new.txt" in body_of(handler.handle(request("/empty/"))).decode()
+    # A change the directory's mtime does not show (a file growing) appears after RECHECK at most.
+    (site / "empty" / "new.txt").write_text("longer")
+    deadline = time.monotonic() + 3
+    while ">6<" not in body_of(handler.handle(request("/empty/"))).decode():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    json_body = body_of(handler.handle(request("/empty/", accept="application/json")))
+    assert json_body.startswith(b"[") and b"new.txt" in json_body  # cached apart from the HTML
+
+
 def test_prefix_route(site: Path) -> None:
     handler = make(site, "/static/")
     assert body_of(handler.handle(request("/static/a.txt"))) == b"hello\n"
