@@ -53,7 +53,7 @@ from forkd.http.errors import (
     ServiceUnavailable,
 )
 from forkd.http.request import Request
-from forkd.http.response import FileRange, Response
+from forkd.http.response import FileRange, Response, error_body
 
 ALLOW = "GET, HEAD, OPTIONS"
 SMALL_FILE = 64 * 1024  # files up to this size are kept in memory while unchanged
@@ -126,6 +126,9 @@ class StaticHandler:
         success = [("Cache-Control", config.cache_control)] if config.cache_control else []
         success += [(name, value) for name, value in config.headers.items()]
         self.success_headers = success  # on 2xx and 304 answers
+        # The body of a plain 404, the very page the worker makes of NotFound(); None when the route
+        # has its own 404 page (then every 404 takes the general path).
+        self.not_found = None if 404 in config.error_pages else error_body(404)
         self._targets: dict[str, _Target] = {}
         self._files: dict[str, _File] = {}
         self._cached_bytes = 0
@@ -159,11 +162,13 @@ class StaticHandler:
         target = self._targets.get(request.path)
         if target is None or target.trailing:
             return None
-        entry = self._files.get(target.fs_path)
-        if entry is None or entry.data is None or entry.siblings:
-            return None
         method = request.method
         if method != "GET" and method != "HEAD":
+            return None
+        entry = self._files.get(target.fs_path)
+        if entry is None:
+            return self._fast_not_found(target.fs_path)
+        if entry.data is None or entry.siblings:
             return None
         headers = request.headers
         if ("range" in headers or "if-none-match" in headers or "if-modified-since" in headers
@@ -177,6 +182,19 @@ class StaticHandler:
                 or time.monotonic() - entry.checked >= RECHECK):
             return None
         return Response(200, list(entry.headers), entry.data)
+
+    def _fast_not_found(self, fs_path: str) -> Response | None:
+        """A name that is not there: the 404 the general path would give, without raising it through
+        the handler and the worker (None: take the general path)."""
+        if self.not_found is None:
+            return None
+        try:
+            os.stat(fs_path)
+        except FileNotFoundError:
+            return Response(404, [("Content-Type", "text/html; charset=utf-8")], self.not_found)
+        except OSError:
+            return None
+        return None  # it exists (not yet looked up, or just created): the general path describes it
 
     def _serve(self, request: Request) -> Response:
         self.prepare(request)

@@ -20,7 +20,7 @@ from forkd.handlers.conditional import parse_http_date
 from forkd.handlers.static import StaticHandler, _os_error
 from forkd.http.errors import HTTPError
 from forkd.http.request import Request
-from forkd.http.response import FileRange, Response
+from forkd.http.response import FileRange, Response, error_body
 
 
 @pytest.fixture
@@ -284,6 +284,23 @@ def test_error_pages(site: Path) -> None:
     assert response.status == 404 and response.body == b"<h1>lost</h1>\n"
     assert dict(response.headers)["Content-Type"] == "text/html; charset=utf-8"
     assert status_of(handler, request("/empty/")) == 403  # its page is missing: the plain error
+
+
+def test_repeated_404_is_the_worker_s_404(site: Path) -> None:
+    """A name seen before takes the quick 404 path: the same page the worker makes of NotFound."""
+    handler = make(site)
+    with pytest.raises(HTTPError) as first:
+        handler.handle(request("/nope.txt"))  # the general path raises NotFound
+    assert first.value.status == 404
+    quick = handler.handle(request("/nope.txt"))
+    assert (quick.status, quick.headers, quick.body, quick.close) == (
+        404, [("Content-Type", "text/html; charset=utf-8")], error_body(404), False)
+    (site / "nope.txt").write_text("here now\n")
+    assert body_of(handler.handle(request("/nope.txt"))) == b"here now\n"
+    (site / "404.html").write_text("<h1>lost</h1>\n")
+    paged = make(site, error_pages={404: "404.html"})
+    for _ in range(2):  # a route's own 404 page, every time
+        assert paged.handle(request("/gone.txt")).body == b"<h1>lost</h1>\n"
 
 
 def test_last_modified_is_never_in_the_future(site: Path) -> None:
