@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """List this process's open descriptors with what they point at: nothing of the server may leak in."""
-import json, os
+import json
+import os
+
 fds = {}
 for name in os.listdir("/proc/self/fd"):
     try:

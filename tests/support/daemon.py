@@ -49,14 +49,14 @@ class Daemon:
         self.config_path.write_text(text)
 
     # -- life cycle -----------------------------------------------------------------------------
-    def start(self, *extra: str, wait: bool = True, timeout: float = 15.0) -> "Daemon":
+    def start(self, *extra: str, wait: bool = True, timeout: float = 15.0) -> Daemon:
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONPATH", str(ROOT))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "forkd", "-c", str(self.config_path), *extra],
-            cwd=self.dir, env=env, start_new_session=True,
-            stdout=open(self.dir / "stdout.log", "ab"), stderr=open(self.dir / "stderr.log", "ab"),
-        )
+        with open(self.dir / "stdout.log", "ab") as out, open(self.dir / "stderr.log", "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "forkd", "-c", str(self.config_path), *extra],
+                cwd=self.dir, env=env, start_new_session=True, stdout=out, stderr=err,
+            )
         if wait:
             self.wait_for_log("ready: generation 1", timeout)
             self.addresses = LISTEN_RE.findall(self.log())
@@ -115,7 +115,9 @@ class Daemon:
 
     # -- processes ------------------------------------------------------------------------------
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.pid)], capture_output=True, text=True, check=False
+        ).stdout
         pids = []
         for pid in map(int, out.split()):
             try:
@@ -153,6 +155,6 @@ class Daemon:
                     if not chunk:
                         break
                     chunks.append(chunk)
-            except socket.timeout:
+            except TimeoutError:
                 pass
             return b"".join(chunks)
