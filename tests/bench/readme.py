@@ -27,7 +27,7 @@ with wrk, stops them (also on Ctrl-C) and writes the tables and the chart:
 ```sh
 python3 -m pip install -e '.[bench]'           # matplotlib, gunicorn
 apt-get install -y nginx lighttpd apache2 wrk  # the harness does this itself when run as root
-python3 -m tests.bench           # full, ~8 min on 2 cores: tests/bench/results/latest.{md,png,json}
+python3 -m tests.bench           # full, ~7 min on 2 cores: tests/bench/results/latest.{md,png,json}
 python3 -m tests.bench --quick   # under 2 minutes: tests/bench/results/quick.{md,png,json}
 python3 -m tests.bench.readme    # copy the latest results into this section
 ```
@@ -42,7 +42,11 @@ expected status: a server that answers errors fast is disqualified (DQ), not fas
 (`tests/bench/`) is never run by pytest or CI.
 
 Read the figures as relative: wrk runs on the same cores as the servers and takes its share of
-the CPU, so nobody gets the whole machine.
+the CPU, so nobody gets the whole machine. Reading the rows: forkd caches a rendered directory
+listing until the directory changes, where nginx, lighttpd and Apache render it on each request;
+gunicorn sync and `http.server` (HTTP/1.0) close every connection, so they hold no idle ones in the
+capacity row; Apache prefork parks one process per idle keep-alive connection (150 at most), so
+with 5,000 idle clients new ones get no answer at all.
 """
 
 

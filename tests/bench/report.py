@@ -251,7 +251,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
         top = max(values) if any(values) else 1
         for position, (value, note) in enumerate(zip(values, notes)):
-            text = note or (f"{value:,.0f}" if value >= 100 else f"{value:.1f}")
+            text = note or _num(value)
             ax.text(value + top * 0.01, position, text, va="center", fontsize=7)
         ax.set_xlim(0, top * 1.3)
     for ax in list(axes.flat)[len(workloads):]:

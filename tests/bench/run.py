@@ -1,6 +1,6 @@
 """The benchmark run: forkd and its peers, side by side, in one command.
 
-    python3 -m tests.bench            # full: 3 interleaved repeats, about 8 minutes on 2 cores
+    python3 -m tests.bench            # full: 3 interleaved repeats, about 7 minutes on 2 cores
     python3 -m tests.bench --quick    # 1 repeat, 1 s per measurement, under 2 minutes
 
 Theory of operation. One temporary directory holds the document tree (tree.py) and one
