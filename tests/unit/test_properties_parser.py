@@ -16,7 +16,7 @@ What must hold whatever a client sends:
   - well-formed requests round-trip: what a generator serialises is what the parser returns, and a
     chunked body decodes to its payload whatever the chunk sizes, hex case and split points.
 
-The driver below performs the worker's steps (forkd.connection: skip empty lines, find_head,
+The driver (tests/support/parse_driver.py) performs the worker's steps (forkd.connection: skip empty lines, find_head,
 parse_head, a LengthReader or ChunkedDecoder, pipelined leftovers) without sockets. tests/fuzz/ holds
 the coverage-guided counterpart (atheris) of the first property.
 """
@@ -30,67 +30,26 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from forkd.config import Limits
-from forkd.http.body import ChunkedDecoder, LengthReader
+from forkd.http.body import ChunkedDecoder
 from forkd.http.errors import HTTPError
-from forkd.http.parser import find_head, parse_head, skip_empty_lines
+from forkd.http.parser import parse_head
+from tests.support.parse_driver import Outcome, check_error
+from tests.support.parse_driver import drive as drive_with
 
-PARSER_STATUSES = {400, 413, 414, 417, 431, 501, 505}
 LIMITS = Limits(request_line=256, header_bytes=1024, headers=12, body=4096)
 # FORKD_SOAK=1 (see README.md, "Hardening") runs fifty times as many examples.
 EXAMPLES = 20000 if os.environ.get("FORKD_SOAK", "") not in ("", "0") else 400
 COMMON = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-Outcome = tuple[list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes]], int]
 
 
 def drive(chunks: list[bytes], limits: Limits = LIMITS) -> Outcome:
-    """(requests completed, with their bodies; the status of the error that stopped it, or 0)."""
-    buffer = bytearray()
-    done: list[tuple[str, str, str, tuple[tuple[str, str], ...], bytes]] = []
-    request = None
-    reader: LengthReader | ChunkedDecoder | None = None
-    body: list[bytes] = []
-    try:
-        for chunk in chunks:
-            buffer += chunk
-            while True:
-                if request is None:
-                    if buffer[:1] == b"\r":
-                        skip_empty_lines(buffer)
-                    end = find_head(buffer, limits) if buffer else -1
-                    if end < 0:
-                        break
-                    head = bytes(buffer[:end])
-                    del buffer[:end]
-                    request = parse_head(head, limits)
-                    reader = (ChunkedDecoder(limits.body) if request.chunked
-                              else LengthReader(request.content_length or 0))
-                assert reader is not None
-                data, buffer = bytes(buffer), bytearray()
-                body.append(reader.feed(data))
-                if not reader.done:
-                    break
-                buffer = bytearray(reader.rest)
-                done.append((request.method, request.target, request.version,
-                             tuple(sorted(request.headers.items())), b"".join(body)))
-                request, reader, body = None, None, []
-                if not buffer:
-                    break
-    except HTTPError as error:
-        check_error(error)
-        return done, error.status
-    return done, 0
+    return drive_with(chunks, limits)
 
 
 def same(outcome: Outcome) -> tuple[object, bool]:
     """What must not depend on segmentation: the requests, and whether the rest was rejected."""
     return outcome[0], outcome[1] != 0
-
-
-def check_error(error: HTTPError) -> None:
-    assert error.status in PARSER_STATUSES, error
-    assert error.close, f"a parse error must close the connection: {error!r}"
-    assert type(error).status == error.status
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
