@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import ROOT, Daemon
+from tests.support.daemon import ROOT, Daemon, poll
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -33,15 +33,6 @@ def static_config(root: Path, **extra: object) -> dict[str, object]:
     config: dict[str, object] = {"routes": [{"prefix": "/", "static": {"root": str(root)}}]}
     config.update(extra)
     return config
-
-
-def poll(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def alive(pid: int) -> bool:

@@ -32,12 +32,11 @@ from test_hardening_support import (
     descendants,
     get,
     make_site,
-    poll,
     scaled,
     site_config,
 )
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, poll
 
 IN_FLIGHT = ("closed with the request in flight", "recv: Connection reset by peer",
              "send: Connection reset by peer", "send: Broken pipe")

@@ -21,13 +21,12 @@ from test_hardening_support import (
     ProcessFacts,
     get,
     make_site,
-    poll,
     process_facts,
     scaled,
     site_config,
 )
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, poll
 
 REQUESTS = scaled(20000, 200000)
 WARM_UP = 3000

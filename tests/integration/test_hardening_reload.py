@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_hardening_support import SOAK, Load, get, make_site, poll, scaled, site_config
+from test_hardening_support import SOAK, Load, get, make_site, scaled, site_config
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, poll
 
 RELOADS = scaled(100, 500)
 CONNECTIONS = 50

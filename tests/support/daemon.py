@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,13 @@ class Daemon:
             except TimeoutError:
                 pass
             return b"".join(chunks)
+
+
+def poll(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Wait until condition() is true; fail the test naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"not within {timeout}s: {what}")
