@@ -74,6 +74,7 @@ class Limits:
     body: int = 10485760  # bytes; more → 413
     worker_requests: int = 0  # a worker retires after about this many requests (0: never)
     connections: int = 10000  # open connections per worker; idle ones are closed oldest first
+    body_spool: int = 268435456  # bytes of request bodies one worker holds at once; beyond: 503
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class CgiConfig:
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables for every script
     pass_env: tuple[str, ...] = ()  # names copied from forkd's own environment
     underscore_headers: bool = False  # pass request headers whose names contain "_"
+    max_processes: int = 32  # scripts of this route running at once per worker; beyond: 503
+    min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,16 @@ class Route:
 
     @property
     def handler_config(self) -> StaticConfig | CgiConfig:
-        return self.static or self.cgi  # type: ignore[return-value]
+        return self.handler[1]  # type: ignore[no-any-return]
+
+    @property
+    def handler(self) -> tuple[str, Any]:
+        """(route type, its settings): the one handler key this route carries."""
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name != "prefix" and value is not None:
+                return item.name, value
+        raise ValueError(f"route {self.prefix} has no handler")
 
 
 @dataclass(frozen=True)

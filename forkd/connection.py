@@ -1,26 +1,38 @@
-"""One client connection inside a worker: the HTTP/1.1 state machine between the selector and handlers.
+"""One client connection inside a worker: the HTTP/1.1 state machine between the reactor and handlers.
 
 Theory of operation
 -------------------
 A Connection owns one accepted, non-blocking socket and moves through these states:
 
-    HEAD ──head complete──▶ (prepare) ──body?──▶ BODY ──body complete──▶ (handle) ──▶ WRITE
-      ▲                                                                                │
-      └──────────────── response written, keep-alive ◀────────────────────────────────┘
+    HEAD ──head complete──▶ (prepare) ──body?──▶ BODY ──body complete──▶ (handle) ──┬──────────▶ WRITE
+      ▲                                                                              │ Exchange  ▲
+      │                                                                              ▼           │
+      │                                                                           HANDLE ──answer┘
+      └──────────────── response written, keep-alive ◀──────────────────────────────────────────┘
                                        │ not keep-alive / error with close
                                        ▼
                               LINGER (write side shut, input drained briefly) ──▶ closed
 
 - HEAD: bytes are appended to `buffer` until forkd.http.parser.find_head sees the blank line. An idle
   kept-alive connection is HEAD with an empty buffer (deadline: timeouts.keepalive); from the first
-  byte of a request the deadline is timeouts.header (then 408 and close).
+  byte of a request (empty lines before it included) the deadline is timeouts.header (then 408).
+  A connection whose deadline passes is read once more before it is expired: a request that arrived
+  while the worker was not running (stopped, descheduled) is answered, not reset.
 - BODY: the handler's prepare() accepted the request; body bytes are fed to a LengthReader or
   ChunkedDecoder and stored in memory (small) or a spooled temporary file, bounded by limits.body
-  (413) and timeouts.body (408). Only a complete body reaches handle(). `100 Continue` is sent
-  only here, i.e. once prepare() accepted and the body will really be read (RFC 9110 §10.1.1).
+  (413), timeouts.body (408) and, across the worker, limits.body_spool (503). A handler that reads no
+  body (static files) gets none: its bytes are read and dropped. Only a complete body reaches
+  handle(). `100 Continue` is sent only here, once prepare() accepted (RFC 9110 §10.1.1).
+- HANDLE: the handler returned an Exchange (a CGI script running): the exchange registers its own
+  descriptors with the reactor and calls respond/fail/redirect on this connection later. Meanwhile
+  the socket stays registered for input, so a client that leaves is noticed (its exchange is closed:
+  the script is stopped); bytes it pipelines are kept, up to PAUSE_READING, then left in the kernel.
 - WRITE: the response did not fit into the socket at once; the rest (bytes, file ranges sent with
-  os.sendfile, or an iterator pulled only when the socket can take more) goes out on EPOLLOUT.
-  The deadline is timeouts.send, renewed whenever the client takes some bytes.
+  os.sendfile, or a streamed body read only when the socket can take more) goes out on EPOLLOUT.
+  A streamed body may have nothing ready: the connection then waits for its producer (which calls
+  `resume`) instead of the socket. The deadline is timeouts.send, renewed when the client takes
+  bytes; a response with a `min_rate` instead asks that rate of the client over each timeouts.send
+  spent waiting for it, so a trickling reader cannot hold a script forever.
 - LINGER: after a response that ends the connection while the client may still be sending (an
   error before its body was read, pipelined requests after Connection: close), the write side is
   shut and input is read and discarded briefly, so the kernel does not answer the unread bytes with
@@ -30,6 +42,9 @@ The common case stays cheap: a request that arrives in one segment and whose res
 socket buffer costs one recv and one send (or send + sendfile), and no epoll_ctl at all, because a
 connection is registered for EPOLLIN once and switched to EPOLLOUT only when a write would block.
 
+All socket I/O goes through three callables (`recv`, `send`, `sendfile`) bound at construction: the
+transport seam. Everything else a connection uses of its worker comes through forkd.services.
+
 Everything a client can send ends as a reply or a closed connection, never as an exception out of
 this module: HTTPError subclasses become their status, anything else raised by a handler becomes a
 500 whose traceback goes to the error log only.
@@ -37,6 +52,7 @@ this module: HTTPError subclasses become their status, anything else raised by a
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import select
@@ -46,32 +62,30 @@ import tempfile
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from forkd.handlers import Handler, InternalRedirect
+from forkd.handlers.base import Exchange, Handler, InternalRedirect
 from forkd.http.body import ChunkedDecoder, LengthReader
-from forkd.http.errors import HTTPError, InternalError, RequestTimeout, ServiceUnavailable
+from forkd.http.errors import (
+    HTTPError,
+    InternalError,
+    RequestTimeout,
+    ServiceUnavailable,
+)
+from forkd.http.framing import BYTES, CLOSE, NONE, PARTS, RAW, BodyWriter, IteratorSource, choose
 from forkd.http.parser import find_head, skip_empty_lines
 from forkd.http.request import ConnectionInfo, Request
-from forkd.http.response import (
-    NO_CONTENT,
-    FileRange,
-    Response,
-    UnsafeHeader,
-    error_body,
-    render_head,
-)
+from forkd.http.response import FileRange, Response, UnsafeHeader, error_body, render_head
+from forkd.routing import redirected
+from forkd.services import Services
 
-if TYPE_CHECKING:
-    from forkd.worker import Worker
-
-HEAD, BODY, WRITE, LINGER, CLOSED = range(5)
+HEAD, BODY, HANDLE, WRITE, LINGER, CLOSED = range(6)
 
 RECV_SIZE = 65536
 INLINE_FILE = 16384  # file ranges up to this size are read and sent with the head in one send
 COALESCE = 65536  # bytes bodies up to this size go out in the same send as the head
 MEMORY_BODY = 65536  # request bodies up to this size stay in memory; larger ones spool to disk
+PAUSE_READING = 65536  # bytes pipelined behind a request in progress that are read ahead at most
 LINGER_SECONDS = 2.0
 MAX_REDIRECTS = 10
 PIPELINE_BURST = 16  # requests served from one buffer before other connections get a turn
@@ -88,68 +102,98 @@ class ClientGone(Exception):
 
 
 class BodyFailed(Exception):
-    """A response body iterator raised: the response cannot be completed."""
+    """A streamed response body raised: the response cannot be completed."""
 
 
 class Connection:
     __slots__ = (
         "body_file",
+        "body_held",
         "body_pending",
         "buffer",
         "deadline",
+        "deferred",
+        "episode_written",
+        "events",
+        "exchange",
         "fd",
+        "fresh",
         "handler",
         "head_length",
         "info",
         "keep",
+        "min_rate",
         "out",
         "reader",
+        "recv",
+        "redirects",
         "remote",
         "request",
         "response",
         "scanned",
+        "send",
+        "sendfile",
+        "services",
         "slot_line",
         "sock",
         "started",
         "state",
         "status",
-        "worker",
+        "waiting",
         "written",
     )
 
-    def __init__(self, worker: Worker, sock: socket.socket, info: ConnectionInfo, now: float) -> None:
-        self.worker = worker
+    def __init__(self, services: Services, sock: socket.socket, info: ConnectionInfo,
+                 now: float) -> None:
+        self.services = services
         self.sock = sock
         self.fd = sock.fileno()
+        self.recv = sock.recv
+        self.send = sock.send
+        self.sendfile = functools.partial(os.sendfile, self.fd)
         self.info = info
         self.remote = info.remote_addr
         self.buffer = bytearray()
         self.scanned = 0  # bytes of a partial head in buffer already examined by find_head
         self.state = HEAD
+        self.events = EPOLLIN  # what the socket is registered for (the worker registers EPOLLIN)
+        self.fresh = True  # no byte of the next request yet: the first one starts its deadline
         # Nothing received yet: a connection that sends nothing is closed after timeouts.header.
-        self.deadline = now + worker.timeouts.header
+        self.deadline = now + services.timeouts.header
         self.out: deque[Any] = deque()
         self._reset_request()
 
     def _reset_request(self) -> None:
         self.request: Request | None = None
         self.handler: Handler | None = None
+        self.exchange: Exchange | None = None
         self.reader: LengthReader | ChunkedDecoder | None = None
         self.body_file: Any = None
+        self.body_held = 0
         self.body_pending = False
         self.response: Response | None = None
         self.keep = False
+        self.deferred = False
+        self.waiting = False  # WRITE: waiting for the body's producer, not for the socket
+        self.min_rate = 0
+        self.episode_written = 0
+        self.redirects = 0
         self.status = 0
         self.head_length = 0
         self.written = 0
         self.started = 0.0
         self.slot_line = b""
 
-    # -- events from the selector ----------------------------------------------------------------
+    def _want(self, events: int) -> None:
+        if events != self.events:
+            self.events = events
+            self.services.epoll.modify(self.fd, events)
+
+    # -- events from the reactor -----------------------------------------------------------------
 
     def on_readable(self, now: float) -> None:
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -158,9 +202,14 @@ class Connection:
         if not data:
             self._peer_closed()
             return
+        self._received(data, now)
+
+    def _received(self, data: bytes, now: float) -> None:
         state = self.state
         if state == HEAD and not self.buffer:
-            self.deadline = now + self.worker.timeouts.header  # the first byte of a request
+            if self.fresh:
+                self.fresh = False
+                self.deadline = now + self.services.timeouts.header  # the first byte of a request
             if data.find(b"\r\n\r\n") == len(data) - 4 and data[0] != 13:
                 # The common case: the segment is exactly one complete head. Skip the buffer.
                 self._start(data, now)
@@ -170,9 +219,11 @@ class Connection:
         self.buffer += data
         if state == HEAD or state == BODY:
             self.process(now)
+        elif len(self.buffer) >= PAUSE_READING:
+            self._want(0)  # a request is in progress: read no further ahead until it is done
 
     def on_writable(self, now: float) -> None:
-        if self.state == WRITE:
+        if self.state == WRITE and not self.waiting:
             self._write(now)
             if self.state == HEAD and self.buffer:
                 self.process(now)  # pipelined requests that arrived while we were writing
@@ -182,16 +233,43 @@ class Connection:
     def on_timeout(self, now: float) -> None:
         state = self.state
         if state == HEAD and not self.buffer:
+            if self._read_late(now):
+                return
             self.close()  # idle keep-alive (or silent new) connection: no reply owed
         elif state == HEAD or state == BODY:
+            if self._read_late(now):
+                return
             self.fail(RequestTimeout("request not received in time"), now)
+        elif state == HANDLE:
+            assert self.exchange is not None
+            self.exchange.on_timeout(now)
         elif state == WRITE:
-            # Reset rather than close: a graceful close would leave the unread response in the
-            # kernel's send buffer, trickling out to the slow reader for a long time.
-            self._reset_on_close()
-            self.abort("client did not read the response in time")
+            self._write_timeout(now)
         else:
             self.close()
+
+    def _read_late(self, now: float) -> bool:
+        """Whether bytes waiting in the socket moved the connection on (see HEAD above)."""
+        before = (self.state, len(self.buffer), self.request)
+        self.on_readable(now)
+        return self.state != CLOSED and (self.state, len(self.buffer), self.request) != before
+
+    def _write_timeout(self, now: float) -> None:
+        if self.waiting:  # the producer was silent too long: it says why, then we abort
+            if self.exchange is not None:
+                self.exchange.on_timeout(now)
+            if self.state != CLOSED:
+                self.abort("response body stalled")
+            return
+        timeout = self.services.timeouts.send
+        if self.min_rate and self.written - self.episode_written >= self.min_rate * timeout:
+            self.episode_written = self.written  # slow, but not below the floor: another round
+            self.deadline = now + timeout
+            return
+        # Reset rather than close: a graceful close would leave the unread response in the
+        # kernel's send buffer, trickling out to the slow reader for a long time.
+        self._reset_on_close()
+        self.abort("client did not read the response in time")
 
     def _peer_closed(self) -> None:
         if self.state == HEAD and not self.buffer or self.state == LINGER:
@@ -214,19 +292,19 @@ class Connection:
             else:
                 return
         if self.state == HEAD and self.buffer:
-            self.worker.ready.append(self)  # more pipelined requests: after the others' turn
+            self.services.ready.append(self)  # more pipelined requests: after the others' turn
 
     def _read_head(self, now: float) -> bool:
         buffer = self.buffer
         if not buffer:
             return False
         if buffer[0] == 13:
-            skip_empty_lines(buffer)
+            skip_empty_lines(buffer)  # they count against the header deadline all the same
             self.scanned = 0
             if not buffer:
                 return False
         try:
-            end = find_head(buffer, self.worker.limits, self.scanned)
+            end = find_head(buffer, self.services.limits, self.scanned)
         except HTTPError as error:
             self.fail(error, now)
             return False
@@ -242,55 +320,72 @@ class Connection:
     def _start(self, head: bytes, now: float) -> None:
         """Parse a complete head and serve the request (or wait for its body)."""
         self.slot_line = head[: head.find(b"\r\n")]
+        services = self.services
         try:
-            request = self.worker.head_parser.parse(head)
+            request = services.head_parser.parse(head)
         except HTTPError as error:
             self.fail(error, now)
             return
-        worker = self.worker
         self.request = request
         self.started = now
         request.conn = self.info
         # Until the body is read the framing of the next request is unknown: an error now closes.
         has_body = self.body_pending = request.chunked or bool(request.content_length)
-        worker.slot.busy(self.slot_line)
+        services.slot.busy(self.slot_line)
         try:
             if request.path == "*":
                 self.respond(Response(200, [("Allow", OPTIONS_ALLOW)]), now)  # RFC 9110 §9.3.7
                 return
-            handler = worker.routes.get(request.path) or worker.route(request)
+            handler = services.router.cache.get(request.path) or services.router.route(request)
             handler.prepare(request)
         except HTTPError as error:
             self.fail(error, now)
             return
         except Exception:  # noqa: BLE001 - a handler bug must become a 500, never kill the worker
-            worker.error_log.error(f"handler prepare failed: {traceback.format_exc()}")
+            services.error_log.error(f"handler prepare failed: {traceback.format_exc()}")
             self.fail(InternalError(), now)
             return
         if not has_body:
-            self._dispatch(handler, now)
+            self._dispatch(handler, request, now)
             return
+        self._expect_body(handler, request, now)
+
+    def _expect_body(self, handler: Handler, request: Request, now: float) -> None:
+        services = self.services
         self.handler = handler
         length = request.content_length or 0
-        self.reader = ChunkedDecoder(worker.limits.body) if request.chunked else LengthReader(length)
-        try:
-            self.body_file = _body_file(request.chunked, length)  # closed in _cleanup
-        except OSError as exc:
-            self._no_room(exc, now)
-            return
+        self.reader = ChunkedDecoder(services.limits.body) if request.chunked else LengthReader(length)
+        if getattr(handler, "reads_body", True):
+            if not self._hold(length, now):
+                return
+            try:
+                self.body_file = _body_file(request.chunked, length)  # closed in _cleanup
+            except OSError as exc:
+                self._no_room(f"cannot store a request body: {exc}", now)
+                return
         self.state = BODY
-        self.deadline = now + worker.timeouts.body
+        self.deadline = now + services.timeouts.body
         if request.expect_continue and not self.buffer:
             self._send_continue()
 
-    def _no_room(self, exc: OSError, now: float) -> None:
-        """No descriptor or disk space for the body: an overload, 503 (RFC 9110 §15.6.4)."""
-        self.worker.error_log.error(f"cannot store a request body: {exc}")
+    def _hold(self, size: int, now: float) -> bool:
+        """Count `size` more body bytes against limits.body_spool; 503 when over it."""
+        services = self.services
+        if services.body_bytes + size > services.limits.body_spool:
+            self._no_room("request bodies in progress reached limits.body_spool", now)
+            return False
+        services.body_bytes += size
+        self.body_held += size
+        return True
+
+    def _no_room(self, why: str, now: float) -> None:
+        """No descriptor, disk space or budget for the body: an overload, 503 (RFC 9110 §15.6.4)."""
+        self.services.error_log.warning(why)
         self.fail(ServiceUnavailable("no room for the request body", [("Retry-After", "1")]), now)
 
     def _send_continue(self) -> None:
         try:
-            sent = self.sock.send(CONTINUE)
+            sent = self.send(CONTINUE)
         except OSError:
             sent = 0
         if sent != len(CONTINUE):
@@ -299,7 +394,8 @@ class Connection:
 
     def _read_body(self, now: float) -> bool:
         reader = self.reader
-        assert reader is not None and self.request is not None
+        request = self.request
+        assert reader is not None and request is not None
         if self.buffer:
             data = self.buffer
             self.buffer = bytearray()
@@ -308,11 +404,13 @@ class Connection:
             except HTTPError as error:
                 self.fail(error, now)
                 return False
-            if payload:
+            if payload and self.body_file is not None:
+                if request.chunked and not self._hold(len(payload), now):
+                    return False
                 try:
                     self.body_file.write(payload)
                 except OSError as exc:  # a spooled body rolling over to a full disk, no fd left
-                    self._no_room(exc, now)
+                    self._no_room(f"cannot store a request body: {exc}", now)
                     return False
             if reader.done and reader.rest:
                 self.buffer = bytearray(reader.rest)
@@ -320,46 +418,74 @@ class Connection:
             return False
         self.body_pending = False
         body = self.body_file
-        self.request.body_length = body.tell()
-        body.seek(0)
-        self.request.body = body
+        if body is not None:
+            request.body_length = body.tell()
+            body.seek(0)
+            request.body = body
         handler = self.handler
         assert handler is not None
-        self._dispatch(handler, now)
+        self._dispatch(handler, request, now)
         return True
 
     # -- handling --------------------------------------------------------------------------------
 
-    def _dispatch(self, handler: Handler, now: float) -> None:
-        request = self.request
-        assert request is not None
+    def _dispatch(self, handler: Handler, request: Request, now: float) -> None:
         try:
             try:
-                response = handler.handle(request)
-            except InternalRedirect as redirect:
-                response = self._redirect(request, redirect)
-            if type(response) is not Response:
-                raise TypeError(f"handler returned {type(response).__name__}, not a Response")
+                answer = handler.handle(request)
+            except InternalRedirect as internal:
+                self.redirect(internal, now)
+                return
+            if type(answer) is not Response:
+                if not hasattr(answer, "start"):
+                    raise TypeError(f"handler returned {type(answer).__name__}, not a Response")
+                self._defer(answer, now)  # type: ignore[arg-type]
+                return
         except HTTPError as error:
-            response = self._error_response(error)
+            answer = self._error_response(error)
         except Exception:  # noqa: BLE001 - any handler bug is a 500
-            self.worker.error_log.error(
+            self.services.error_log.error(
                 f"handler failed on {request.request_line!r}: {traceback.format_exc()}"
             )
-            response = self._error_response(InternalError())
-        self.respond(response, now)
+            answer = self._error_response(InternalError())
+        self.respond(answer, now)
 
-    def _redirect(self, request: Request, redirect: InternalRedirect) -> Response:
-        """Serve local redirects (RFC 3875 §6.2.2) until a handler answers, at most MAX_REDIRECTS."""
-        for _ in range(MAX_REDIRECTS):
-            request = self.worker.redirected(request, redirect)
-            handler = self.worker.route(request)
+    def _defer(self, exchange: Exchange, now: float) -> None:
+        """The answer will come later, from the exchange (see HANDLE in the module docstring)."""
+        self.exchange = exchange
+        self.state = HANDLE
+        self.deferred = True
+        try:
+            exchange.start(self, now)
+        except HTTPError as error:
+            self.fail(error, now)
+        except Exception:  # noqa: BLE001 - as in _dispatch
+            self.services.error_log.error(f"handler failed to start: {traceback.format_exc()}")
+            self.fail(InternalError(), now)
+
+    def redirect(self, internal: InternalRedirect, now: float) -> None:
+        """Serve a local redirect (RFC 3875 §6.2.2), at most MAX_REDIRECTS in a row."""
+        original = self.request
+        assert original is not None
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.close()
+        self.state = HEAD  # no longer HANDLE: the next handler starts afresh
+        self.redirects += 1
+        if self.redirects > MAX_REDIRECTS:
+            self.fail(InternalError("too many internal redirects"), now)
+            return
+        try:
+            request = redirected(original, internal)
+            handler = self.services.router.route(request)
             handler.prepare(request)
-            try:
-                return handler.handle(request)
-            except InternalRedirect as again:
-                redirect = again
-        raise InternalError("too many internal redirects")
+        except HTTPError as error:
+            self.fail(error, now)
+            return
+        self._dispatch(handler, request, now)
+
+    def set_deadline(self, when: float) -> None:
+        self.deadline = when
 
     def fail(self, error: HTTPError, now: float) -> None:
         """Answer with an error's status; the connection closes if the error says so."""
@@ -378,63 +504,46 @@ class Connection:
 
     def respond(self, response: Response, now: float) -> None:
         """Frame the response, queue it and write as much as the socket takes now."""
-        worker = self.worker
+        services = self.services
         request = self.request
         self.response = response
         self.status = response.status
-        keep = (
+        http10 = request is not None and request.version == "HTTP/1.0"
+        framing, mode, length = choose(response, http10)
+        self.keep = keep = (
             request is not None and request.keep_alive and not response.close
-            and not self.body_pending and not worker.retiring
+            and not self.body_pending and not services.retiring and mode != CLOSE and mode != RAW
         )
-        if response.raw:
-            self.keep = False
-            self.out.append(_Pull(response.body, RAW, 0))  # type: ignore[arg-type]
+        body = response.body
+        if mode == RAW:
+            self.min_rate = response.min_rate
+            self.out.append(BodyWriter(_source(body), RAW, 0))
             self._write(now)
             return
-        http10 = request is not None and request.version == "HTTP/1.0"
-        head_only = request is not None and request.method == "HEAD"
-        status = response.status
-        body = response.body
-        kind = type(body)
-        if status in NO_CONTENT:
-            framing, mode, length = "", NONE, 0
-        elif kind is bytes:
-            length = len(body)  # type: ignore[arg-type]
-            framing, mode = f"Content-Length: {length}\r\n", BYTES
-        elif kind is list:
-            given = response.length
-            length = _parts_length(body) if given is None else given  # type: ignore[arg-type]
-            framing, mode = f"Content-Length: {length}\r\n", PARTS
-        elif response.length is not None:
-            length = response.length
-            framing, mode = f"Content-Length: {length}\r\n", LENGTH
-        elif http10:
-            framing, mode, length, keep = "", CLOSE, 0, False  # close-delimited (RFC 9112 §6.3)
-        else:
-            framing, mode, length = "Transfer-Encoding: chunked\r\n", CHUNKED, 0
-        self.keep = keep
         try:
-            head = render_head(status, response.headers, worker.server, framing, keep, http10)
+            head = render_head(response.status, response.headers, services.server, framing, keep,
+                               http10)
         except (UnsafeHeader, UnicodeEncodeError) as exc:
-            worker.error_log.error(f"handler produced an invalid header: {exc}")
+            services.error_log.error(f"handler produced an invalid header: {exc}")
             self._release_response()
             self.respond(self._error_response(InternalError()), now)
             return
         self.head_length = len(head)
-        if head_only or mode == NONE:
+        if mode == NONE or request is not None and request.method == "HEAD":
             self._send(head, now)
             return
-        if mode == BYTES and length <= COALESCE:
-            self._send(head + body, now)  # type: ignore[operator]
-            return
         if mode == BYTES:
+            if length <= COALESCE:
+                self._send(head + body, now)  # type: ignore[operator]
+                return
             self.out.append(head)
             self.out.append(body)
         elif mode == PARTS:
             self._queue_parts(head, body)  # type: ignore[arg-type]
         else:
+            self.min_rate = response.min_rate
             self.out.append(head)
-            self.out.append(_Pull(body, mode, length))  # type: ignore[arg-type]
+            self.out.append(BodyWriter(_source(body), mode, length))
         self._write(now)
 
     def _queue_parts(self, head: bytes, parts: list[bytes | FileRange]) -> None:
@@ -460,7 +569,7 @@ class Connection:
     def _send(self, data: bytes, now: float) -> None:
         """The common case, one buffer (head and small body): one send, no queue handling."""
         try:
-            sent = self.sock.send(data)
+            sent = self.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
@@ -473,35 +582,50 @@ class Connection:
         self.out.append(memoryview(data)[sent:])
         self._write(now)
 
+    def resume(self, now: float) -> None:
+        """The streamed body's producer has more: go on writing (called by an exchange)."""
+        if self.state == WRITE and self.waiting:
+            self._write(now)
+
     def _write(self, now: float) -> None:
         try:
             done = self._flush(now)
         except ClientGone as gone:
             self.abort(str(gone))
             return
-        except BodyFailed:  # a broken body iterator aborts its connection, nothing else
-            self.worker.error_log.error(f"response body failed: {traceback.format_exc()}")
+        except BodyFailed:  # a broken body aborts its connection, nothing else
+            self.services.error_log.error(f"response body failed: {traceback.format_exc()}")
             self.abort("response body failed")
             return
         if done:
             self._finish(now)
-        elif self.state != WRITE:
-            self.state = WRITE
-            self.deadline = now + self.worker.timeouts.send
-            self.worker.epoll.modify(self.fd, EPOLLOUT)
+            return
+        starting = self.state != WRITE
+        self.state = WRITE
+        if self.waiting:
+            # The producer has nothing yet and calls resume(); it set the deadline. Meanwhile
+            # only a departure of the client matters (read ahead, bounded, as in HANDLE).
+            self._want(EPOLLIN if len(self.buffer) < PAUSE_READING else 0)
+            return
+        if starting or self.events != EPOLLOUT:  # from now on we wait for the client
+            self.deadline = now + self.services.timeouts.send
+            self.episode_written = self.written
+        self._want(EPOLLOUT)
 
     def _flush(self, now: float) -> bool:
-        """Write queued items until done (True) or the socket is full (False)."""
+        """Write queued items until done (True), or the socket is full or the body's producer has
+        nothing ready (False; `waiting` tells which)."""
         out = self.out
-        sock = self.sock
+        send = self.send
         written = self.written
+        self.waiting = False
         try:
             while out:
                 item = out[0]
                 kind = type(item)
                 if kind is bytes or kind is memoryview:
                     flags = socket.MSG_MORE if len(out) > 1 and type(out[1]) is list else 0
-                    sent = sock.send(item, flags)
+                    sent = send(item, flags)
                     written += sent
                     if sent == len(item):
                         out.popleft()
@@ -509,7 +633,7 @@ class Connection:
                         out[0] = memoryview(item)[sent:]
                         break
                 elif kind is list:  # [fd, offset, count] of a file range
-                    sent = os.sendfile(self.fd, item[0], item[1], item[2])
+                    sent = self.sendfile(item[0], item[1], item[2])
                     if sent == 0:
                         raise ClientGone("file shrank while being sent")
                     written += sent
@@ -528,37 +652,47 @@ class Connection:
                             self.keep = False
                     elif chunk:
                         out.appendleft(chunk)
+                    else:
+                        self.waiting = True
+                        break
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:
             raise ClientGone(f"write failed: {exc.strerror}") from None
         if written != self.written:
             self.written = written
-            self.deadline = now + self.worker.timeouts.send
+            if not (self.min_rate or self.waiting):  # the producer set the deadline it waits for
+                self.deadline = now + self.services.timeouts.send
         return not out
 
     def _finish(self, now: float) -> None:
-        worker = self.worker
+        services = self.services
         request = self.request
         keep = self.keep
-        if worker.access_log_enabled:
-            worker.access_log.record(
+        if services.access_log_enabled:
+            services.access_log.record(
                 request, self.remote, self.status, max(self.written - self.head_length, 0),
                 time.monotonic() - self.started if self.started else 0.0, _line(self.slot_line),
             )
         # After an error before a request was parsed or its body read, the client may still be
         # sending: linger so that a reset does not destroy the reply.
         linger = request is None or self.body_pending or bool(self.buffer)
+        deferred = self.deferred
         self._cleanup()
         if request is not None:
-            worker.request_done()
-        if self.state == WRITE:
-            worker.epoll.modify(self.fd, EPOLLIN)
+            services.request_done()
         if not keep:
             self._end(now, linger)
             return
+        self._want(EPOLLIN)
         self.state = HEAD
-        self.deadline = now + (worker.timeouts.header if self.buffer else worker.timeouts.keepalive)
+        if self.buffer:
+            self.deadline = now + services.timeouts.header
+            if deferred:  # answered from an exchange's event: nobody else looks at the buffer
+                services.ready.append(self)
+        else:
+            self.fresh = True
+            self.deadline = now + services.timeouts.keepalive
 
     def _release_response(self) -> None:
         """Call the handler's cleanup, exactly once per response."""
@@ -568,16 +702,25 @@ class Connection:
             try:
                 cleanup()
             except Exception:  # noqa: BLE001 - cleanup must not stop the loop
-                self.worker.error_log.error(f"response cleanup failed: {traceback.format_exc()}")
+                self.services.error_log.error(f"response cleanup failed: {traceback.format_exc()}")
 
     def _cleanup(self) -> None:
-        """Release what the request held: the response, the body file, the scoreboard slot."""
+        """Release what the request held: the response, its exchange, the body, the slot."""
+        services = self.services
         if self.response is not None and self.response.cleanup is not None:
             self._release_response()
+        if self.exchange is not None:
+            exchange, self.exchange = self.exchange, None
+            try:
+                exchange.close()
+            except Exception:  # noqa: BLE001 - as in _release_response
+                services.error_log.error(f"exchange close failed: {traceback.format_exc()}")
         if self.body_file is not None:
             self.body_file.close()
+        if self.body_held:
+            services.body_bytes -= self.body_held
         if self.request is not None:
-            self.worker.slot.idle()
+            services.slot.idle()
         self.out.clear()
         self._reset_request()
 
@@ -593,6 +736,7 @@ class Connection:
         except OSError:
             self.close()
             return
+        self._want(EPOLLIN)
         self.buffer = bytearray()
         self.state = LINGER
         self.deadline = now + LINGER_SECONDS
@@ -604,11 +748,12 @@ class Connection:
             pass
 
     def abort(self, reason: str) -> None:
-        """Drop the connection mid-request (client gone, send timeout, broken body iterator)."""
+        """Drop the connection mid-request (client gone, send timeout, broken body)."""
         if self.request is not None or self.response is not None:
-            self.worker.error_log.debug(f"{self.remote or 'unix'}: {reason}")
+            services = self.services
+            services.error_log.debug(f"{self.remote or 'unix'}: {reason}")
             if self.request is not None:
-                self.worker.access_log.record(
+                services.access_log.record(
                     self.request, self.remote, self.status or 499,
                     max(self.written - self.head_length, 0), 0.0, _line(self.slot_line),
                 )
@@ -618,10 +763,10 @@ class Connection:
     def close(self) -> None:
         if self.state == CLOSED:
             return
-        if self.request is not None or self.response is not None:
+        if self.request is not None or self.response is not None or self.exchange is not None:
             self._cleanup()
         self.state = CLOSED
-        self.worker.forget(self)
+        self.services.forget(self)
         try:
             self.sock.close()
         except OSError:
@@ -632,46 +777,9 @@ class Connection:
         return self.state == HEAD and not self.buffer and self.request is None
 
 
-# Body modes of a response.
-NONE, BYTES, PARTS, LENGTH, CHUNKED, CLOSE, RAW = range(7)
-
-
-class _Pull:
-    """An iterator body, framed as it is pulled: chunked, length-checked, close-delimited or raw."""
-
-    __slots__ = ("finished", "iterator", "mode", "remaining", "short")
-
-    def __init__(self, iterator: Iterator[bytes], mode: int, length: int) -> None:
-        self.iterator = iter(iterator)
-        self.mode = mode
-        self.remaining = length
-        self.finished = False
-        self.short = False  # the body ended before its declared length: the framing is broken
-
-    def pull(self) -> bytes | None:
-        """The next bytes to send ("" to try again), or None when the body is complete."""
-        if self.finished:
-            return None
-        try:
-            chunk = next(self.iterator)
-        except StopIteration:
-            self.finished = True
-            if self.mode == CHUNKED:
-                return b"0\r\n\r\n"  # last-chunk and an empty trailer section (RFC 9112 §7.1)
-            if self.mode == LENGTH and self.remaining:
-                self.short = True
-            return None
-        if not chunk:
-            return b""
-        mode = self.mode
-        if mode == CHUNKED:
-            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
-        if mode == LENGTH:
-            if len(chunk) >= self.remaining:
-                chunk = chunk[: self.remaining]
-                self.finished = True  # a longer body than declared is cut at the declared length
-            self.remaining -= len(chunk)
-        return chunk
+def _source(body: Any) -> Any:
+    """A streamed body as a BodySource: sources as they are, plain iterators wrapped."""
+    return body if hasattr(body, "read") else IteratorSource(body)
 
 
 def _body_file(chunked: bool, length: int) -> Any:
@@ -681,10 +789,6 @@ def _body_file(chunked: bool, length: int) -> Any:
     if length <= MEMORY_BODY:
         return io.BytesIO()
     return tempfile.TemporaryFile()
-
-
-def _parts_length(parts: list[bytes | FileRange]) -> int:
-    return sum(len(part) if type(part) is bytes else part.count for part in parts)  # type: ignore
 
 
 def _line(raw: bytes) -> str:

@@ -12,7 +12,13 @@ one single-threaded process with one epoll instance over:
   together then spread over the workers instead of all landing on the first one;
 - its own connections (forkd.connection.Connection: the per-connection HTTP state machine), each
   registered for EPOLLIN, switched to EPOLLOUT only while a response waits for the socket;
+- every other descriptor a request needs (a CGI script's pipes, the pidfd of a script being
+  stopped), registered by its handler through the reactor (forkd.reactor) with a watcher to call;
 - the read end of a self-pipe given to signal.set_wakeup_fd, so a signal interrupts the wait.
+
+That epoll wait is the only place the worker ever waits: no handler reads a pipe, sleeps or polls
+by itself, so one slow script or client never delays another, and the heartbeat below is true by
+construction (a worker is stuck only if its loop is).
 
 Signal handlers only record the signal; the loop acts on it: TERM retires gracefully (stop
 accepting, finish requests in flight, answer the next request of each kept-alive connection with
@@ -51,29 +57,24 @@ from setproctitle import setproctitle
 from forkd import SERVER_SOFTWARE
 from forkd.config import Config
 from forkd.connection import Connection
-from forkd.handlers import Handler, InternalRedirect, Router, cgi, static
-from forkd.handlers.paths import normalize
-from forkd.http.errors import InternalError
-from forkd.http.parser import HeadParser
-from forkd.http.request import ConnectionInfo, Request
+from forkd.handlers.base import HandlerContext
+from forkd.http.request import ConnectionInfo
 from forkd.logs import AccessLog, ErrorLog
+from forkd.reactor import Reactor
+from forkd.routing import Router
 from forkd.scoreboard import Slot
+from forkd.services import Services
 
 # Bytes a worker writes on its notify pipe to the master.
 READY = b"R"  # booted: handlers built, about to accept
 HEARTBEAT = b"."  # the loop is turning (at least once a second)
 WANTS_RETIREMENT = b"Q"  # worker_requests reached: start my replacement, then send me TERM
 
-# Handler modules are imported here, before fork, rather than lazily by Router: a respawned worker
-# then boots in milliseconds instead of importing them again.
-PRELOADED_HANDLERS = (cgi, static)
-
 EXIT_OK = 0
 EXIT_BOOT_FAILED = 3  # could not build handlers / set up: the master backs off instead of respawning at once
 
 TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout when idle)
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
-ROUTE_CACHE = 4096  # raw request paths whose route is remembered
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of file descriptors
 DRAIN_LIMIT = 1024  # queued connections a retiring worker still takes before closing its listeners
 YIELD_BURST = 100.0  # accepts after which this worker stops yielding the CPU to its siblings...
@@ -132,13 +133,15 @@ class Worker:
         setproctitle(f"forkd: worker [gen {context.generation}]")
         self.error_log = ErrorLog(config.error_log, config.log_level)
         self.access_log = AccessLog(config.access_log, config.log_format)
-        self.access_log_enabled = self.access_log.enabled
-        self.server = SERVER_SOFTWARE if config.server_tokens else "forkd"
-        self.router = Router(config, self.error_log)
-        self.head_parser = HeadParser(self.limits)
-        self.routes: dict[str, Handler] = {}  # raw path -> handler, bounded by ROUTE_CACHE
+        self.reactor = Reactor()
+        self.epoll = self.reactor.epoll
+        self.router = Router(config, HandlerContext(config, self.error_log, self.reactor))
+        self.services = Services(
+            config, self.reactor, self.router, self.error_log, self.access_log, context.slot,
+            SERVER_SOFTWARE if config.server_tokens else "forkd", self.forget, self.request_done,
+        )
         self.connections: dict[int, Connection] = {}
-        self.ready: list[Connection] = []  # connections with buffered pipelined requests
+        self.ready = self.services.ready  # connections with buffered pipelined requests
         self.retiring = False
         self.retire_at = 0.0  # idle connections are closed from then on
         self.give_up_at = 0.0  # timeouts.graceful after TERM
@@ -155,7 +158,6 @@ class Worker:
         self.yield_tokens = YIELD_BURST
         self.yield_refilled = time.monotonic()
         self.listener_info = {fd: _listener_facts(sock) for fd, sock in self.listeners.items()}
-        self.epoll = select.epoll()
         self.epoll.register(self.wakeup_read, EPOLLIN)
         self._listen(True)
 
@@ -193,10 +195,17 @@ class Worker:
         next_tick = 0.0
         connections = self.connections
         listeners = self.listeners
+        watchers = self.reactor.watchers
+        reactor = self.reactor
         poll = self.epoll.poll
         access_log = self.access_log
         while not self.stopping:
-            events = poll(0 if self.ready else TICK)
+            if self.ready:
+                events = poll(0)
+            elif reactor.has_timers:
+                events = poll(reactor.timeout(time.monotonic(), TICK))
+            else:
+                events = poll(TICK)
             now = time.monotonic()
             for fd, mask in events:
                 connection = connections.get(fd)
@@ -208,13 +217,17 @@ class Worker:
                             connection.on_readable(now)
                     except Exception:  # noqa: BLE001 - a bug costs one connection, not the worker
                         self._connection_failed(connection)
+                elif fd in watchers:
+                    self._watcher_event(fd, mask, now)
                 elif fd in listeners:
                     try:
                         self._accept(listeners[fd], fd, now)
                     except Exception:  # noqa: BLE001 - e.g. epoll_ctl out of memory: try again later
                         self.error_log.error(f"accept failed: {traceback.format_exc()}")
-                else:
+                elif fd == self.wakeup_read:
                     self._drain_signals(now)
+            if reactor.has_timers:
+                self._run_timers(now)
             if self.ready:
                 self._serve_ready(now)
             if now >= next_tick:
@@ -232,6 +245,19 @@ class Worker:
         except Exception:  # noqa: BLE001 - make sure the connection is gone at least
             self.forget(connection)
             connection.sock.close()
+
+    def _watcher_event(self, fd: int, mask: int, now: float) -> None:
+        try:
+            self.reactor.watchers[fd].on_event(fd, mask, now)
+        except Exception:  # noqa: BLE001 - a handler bug costs its request, not the worker
+            self.error_log.error(f"event handler failed: {traceback.format_exc()}")
+            self.reactor.unwatch(fd)
+
+    def _run_timers(self, now: float) -> None:
+        try:
+            self.reactor.run_timers(now)
+        except Exception:  # noqa: BLE001 - as above
+            self.error_log.error(f"timer failed: {traceback.format_exc()}")
 
     def _serve_ready(self, now: float) -> None:
         ready, self.ready = self.ready, []
@@ -288,7 +314,7 @@ class Worker:
     def _begin_retirement(self, now: float) -> None:
         if self.retiring:
             return
-        self.retiring = True
+        self.retiring = self.services.retiring = True
         self.retire_at = now + min(RETIRE_GRACE, self.timeouts.graceful)
         self.give_up_at = now + self.timeouts.graceful
         self._listen(False)
@@ -322,8 +348,12 @@ class Worker:
     def _shutdown(self) -> None:
         for connection in list(self.connections.values()):
             connection.abort("worker stopping")
+        for handler in self.router.handlers():
+            stop = getattr(handler, "shutdown", None)
+            if stop is not None:
+                stop()  # e.g. CGI: scripts still being stopped are killed and reaped now
         self.access_log.flush()
-        self.epoll.close()
+        self.reactor.close()
 
     # -- accepting -------------------------------------------------------------------------------
 
@@ -346,7 +376,7 @@ class Worker:
         if len(self.connections) >= self.limits.connections and not self._close_oldest_idle():
             _refuse(sock)
             return
-        connection = Connection(self, sock, info, now)
+        connection = Connection(self.services, sock, info, now)
         self.connections[connection.fd] = connection
         self.epoll.register(connection.fd, EPOLLIN)
         if self.rotate_accepts and not (self.retiring or self.accept_paused_until):
@@ -423,36 +453,6 @@ class Worker:
         CGI script never holds one) — one system call less per connection.
         """
         self.connections.pop(connection.fd, None)
-
-    def route(self, request: Request) -> Handler:
-        """The handler for a request; routes match the normalised path, as handlers see it.
-
-        Matching the raw path would let "/%63gi-bin/x" slip past a "/cgi-bin/" route into the
-        static route (which decodes it to /cgi-bin/x and would serve the script's source).
-        """
-        path = request.path
-        handler = self.routes.get(path)
-        if handler is None:
-            handler = self.router.match(normalize(path))[1]
-            if len(self.routes) >= ROUTE_CACHE:
-                self.routes.clear()
-            self.routes[path] = handler
-        return handler
-
-    def redirected(self, request: Request, redirect: InternalRedirect) -> Request:
-        """The GET request an InternalRedirect asks for (RFC 3875 §6.2.2): no body, same client."""
-        target = redirect.target
-        headers = {k: v for k, v in request.headers.items()
-                   if k not in ("content-length", "transfer-encoding", "content-type")}
-        path, _, query = target.partition("?")
-        new = Request("GET", target, path, query, request.version, headers, request.host,
-                      request.keep_alive)
-        new.conn = request.conn
-        new.request_line = request.request_line
-        new.extra = dict(redirect.extra)
-        if not path.startswith("/"):
-            raise InternalError("internal redirect to a non-local target")
-        return new
 
     def request_done(self) -> None:
         self.served += 1

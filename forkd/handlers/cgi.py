@@ -1,19 +1,36 @@
 """The CGI/1.1 handler (RFC 3875): a route whose requests run scripts under a root directory.
 
 Per request: `prepare` finds the script before the body is read (so a 404 or 403 needs no body, and
-`Expect: 100-continue` is answered only for a script that will run); `handle` builds the environment
-(forkd.handlers.cgi_env), starts the script (forkd.handlers.cgi_process), waits for its header block
-(forkd.handlers.cgi_output) and returns a Response whose body iterator keeps pumping the script while
-the worker sends. What the header block means (§6.2):
-  - document: status from Status (default 200), the script's headers, the rest of stdout as body:
-    whole (bytes) when the script ends within WHOLE_BODY_WAIT of its header block, else streamed
-    (Content-Length when the script gave one, else the worker chunks on HTTP/1.1, closes on 1.0);
-  - local redirect (`Location: /path`, no Status): the script is stopped and InternalRedirect raised;
-    the worker serves the new target as a GET with REDIRECT_* variables;
-  - client redirect (any other Location): 302 unless Status says otherwise;
-  - nph- scripts (§5.1): no parsing, the output is the response, written raw.
-The Response's cleanup stops and reaps the script; the worker calls it once the response is sent or
-abandoned (client gone, HEAD), and the handler calls it itself on every path that returns no Response.
+`Expect: 100-continue` is answered only for a script that will run); `handle` returns a CgiExchange,
+which the connection starts once the body is complete. The exchange lives in the worker's loop: it
+spawns the script (forkd.handlers.cgi_process), registers its stdin, stdout and stderr with the
+reactor and acts on their events, never waiting on any of them:
+
+  - stdin: the request body is written as the pipe takes it, then closed (§4.2);
+  - stderr: logged line by line, escaped, prefixed with the script;
+  - stdout, first the header block (forkd.handlers.cgi_output), within cgi.timeout (a script busy
+    reading its body is working, so each bit it takes moves that deadline). What it means (§6.2):
+      - document: status from Status (default 200), the script's headers, the rest of stdout as body:
+        whole (bytes, one write with Content-Length) when the output ends within WHOLE_BODY_WAIT of
+        the header block, else streamed (Content-Length when the script gave one, else chunked on
+        HTTP/1.1, close-delimited on 1.0);
+      - local redirect (`Location: /path`, no Status): the script is stopped and the connection
+        serves the new target as a GET with REDIRECT_* variables;
+      - client redirect (any other Location): 302 unless Status says otherwise;
+      - nph- scripts (§5.1): no parsing, the output is the response, written raw.
+  - stdout, then the body: the exchange is the response's BodySource. The connection reads it only
+    when the client can take more, so a slow client slows the script down (its pipe fills) instead of
+    filling memory; when the pipe is empty the exchange arms stdout and wakes the connection when the
+    script writes again. cgi.timeout bounds silence, not length: a script streaming for hours is
+    fine as long as it keeps writing, and cgi.min_send_rate is asked of its client.
+
+At most cgi.max_processes scripts of a route run per worker (counted until reaped); beyond that the
+answer is 503 with Retry-After. However the request ends, `close` hands the script to the Reaper,
+which stops its whole process group without the worker waiting.
+
+The script is located again right before it is started when the request had a body: an upload
+takes time, and the path checked when the head arrived may have been swapped meanwhile (a symlink
+to a program outside the root); what runs is what the check just accepted.
 
 Not done, on purpose: §4.4's command-line "search words" for queries without "=" (Apache does it; it
 made php-cgi option injection possible, CVE-2012-1823), and REMOTE_HOST lookups (the address stands in).
@@ -22,10 +39,11 @@ made php-cgi option injection possible, CVE-2012-1823), and REMOTE_HOST lookups 
 from __future__ import annotations
 
 import os
+import time
 
 from forkd import SERVER_SOFTWARE
 from forkd.config import CgiConfig, Config
-from forkd.handlers import InternalRedirect, matches
+from forkd.handlers.base import HandlerContext, InternalRedirect, Reply
 from forkd.handlers.cgi_env import (
     Script,
     ServerFacts,
@@ -36,6 +54,7 @@ from forkd.handlers.cgi_env import (
 )
 from forkd.handlers.cgi_output import (
     MAX_HEADER_BYTES,
+    Document,
     LocalRedirect,
     MalformedOutput,
     classify,
@@ -44,30 +63,57 @@ from forkd.handlers.cgi_output import (
     parse,
 )
 from forkd.handlers.cgi_process import (
-    CgiProcess,
-    ScriptTimeout,
-    body_iterator,
+    CHUNK,
+    OVERLOAD_ERRNOS,
+    Reaper,
+    StderrLines,
     home_directory,
     seal_descriptors,
+    spawn,
 )
 from forkd.handlers.paths import normalize, strip_prefix
+from forkd.http.errors import BadGateway, GatewayTimeout, HTTPError, ServiceUnavailable
 from forkd.http.request import Request
 from forkd.http.response import Response
 from forkd.logs import ErrorLog
+from forkd.reactor import EPOLLIN, EPOLLONESHOT, EPOLLOUT, Timer
+from forkd.routing import matches
 
 # After the header block, how long (and for how many bytes) to wait for the end of the output, so
-# that a short response is sent whole rather than streamed (see CgiProcess.collect).
+# that a short response is sent whole rather than streamed.
 WHOLE_BODY_WAIT = 0.003
 WHOLE_BODY_LIMIT = 65536
+BUSY = [("Retry-After", "1")]
+
+# Phases of an exchange: before the spawn, reading the header block, gathering a short body,
+# streaming the body, answered (nothing more to read from stdout).
+STARTING, HEADER, GATHER, STREAM, ANSWERED = range(5)
+# stdout while the body streams: no interest until read() finds the pipe empty. One-shot, so the
+# hang-up a pipe reports regardless of interest wakes the connection once, not in a loop.
+DISARMED = EPOLLONESHOT
+
+
+class ScriptTimeout(GatewayTimeout):
+    """The script produced no output within its timeout."""
+
+
+class ScriptFailed(BadGateway):
+    """The script could not be started, or broke its output framing."""
 
 
 class CgiHandler:
     """Runs the scripts below one route's root; built once per worker."""
 
-    def __init__(self, prefix: str, cgi: CgiConfig, config: Config, log: ErrorLog | None = None) -> None:
+    reads_body = True
+
+    def __init__(self, prefix: str, cgi: CgiConfig, context: HandlerContext) -> None:
+        config = context.config
         self.prefix = prefix
         self.cgi = cgi
         self.config = config
+        self.log: ErrorLog = context.log
+        self.reactor = context.reactor
+        self.reaper = Reaper(context.reactor)
         self.root_real = os.path.realpath(cgi.root)
         self.facts = ServerFacts(
             software=SERVER_SOFTWARE if config.server_tokens else "forkd",
@@ -75,45 +121,43 @@ class CgiHandler:
             underscore_headers=cgi.underscore_headers,
         )
         self.fixed_env = fixed_environment(base_environment(cgi, os.environ), self.facts)
-        self.log = log or ErrorLog(config.error_log, config.log_level)
         # Scripts without a request body read /dev/null: one descriptor for all of them (O_CLOEXEC
         # here; the spawn dup2()s it onto the script's fd 0).
         self.stdin_null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         # The worker's working directory, returned to after each spawn (scripts start in their own).
         self.home = home_directory()
         seal_descriptors()
-        self._prepared: tuple[Request, Script] | None = None
+        self.running = 0  # scripts started and not yet reaped
+        self.refused_logged = 0.0
 
     # -- the Handler protocol --------------------------------------------------------------------
     def prepare(self, request: Request) -> None:
-        self._prepared = (request, self._locate(request))
+        request.prepared = self.locate(request)
 
-    def handle(self, request: Request) -> Response:
-        script = self._script_for(request)
-        translated = self._translate(script.path_info) if script.path_info else None
-        env = build_environ(request, script, self.fixed_env, self.facts, translated)
-        process = CgiProcess(script.argv, env, script.directory, request.body, self.stdin_null,
-                             self.home, self.log, script.filename, self.cgi.timeout)
-        try:
-            if script.nph:
-                return self._raw_response(process)
-            return self._response(request, process)
-        except BaseException:
-            process.close()
-            raise
+    def handle(self, request: Request) -> CgiExchange:
+        script = request.prepared
+        if not isinstance(script, Script):
+            script = self.locate(request)  # an internal redirect, or a caller that skipped prepare
+        elif request.body is not None:
+            script = self.locate(request)  # see the module docstring: check again, right now
+        if self.running >= self.cgi.max_processes:
+            now = time.monotonic()
+            if now - self.refused_logged >= 1.0:  # one line a second, not one per refusal
+                self.refused_logged = now
+                self.log.warning(f"cgi {self.prefix}: {self.running} scripts running "
+                                 f"(cgi.max_processes): answering 503")
+            raise ServiceUnavailable("too many scripts running", BUSY)
+        return CgiExchange(self, request, script)
 
-    # -- script lookup ---------------------------------------------------------------------------
-    def _script_for(self, request: Request) -> Script:
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None and prepared[0] is request:
-            return prepared[1]
-        return self._locate(request)  # an internal redirect, or a caller that skipped prepare
+    def shutdown(self) -> None:
+        self.reaper.shutdown()
 
-    def _locate(self, request: Request) -> Script:
+    # -- helpers for exchanges -------------------------------------------------------------------
+    def locate(self, request: Request) -> Script:
         rest = strip_prefix(normalize(request.path), self.prefix)
         return locate(self.root_real, self.prefix, rest, self.cgi.interpreters)
 
-    def _translate(self, path_info: str) -> str:
+    def translate(self, path_info: str) -> str:
         """PATH_TRANSLATED (§4.1.6): PATH_INFO mapped to a file the way this server maps a URI path."""
         for route in self.config.routes:
             if matches(route.prefix, path_info):
@@ -121,63 +165,287 @@ class CgiHandler:
                 return root.rstrip("/") + strip_prefix(path_info, route.prefix)
         return self.facts.document_root.rstrip("/") + path_info
 
-    # -- responses -------------------------------------------------------------------------------
-    def _response(self, request: Request, process: CgiProcess) -> Response:
-        head, first = self._header_block(process)
+    def reaped(self) -> None:
+        self.running -= 1
+
+
+class CgiExchange:
+    """One script run for one request; see the module docstring. All per-request state is here."""
+
+    def __init__(self, handler: CgiHandler, request: Request, script: Script) -> None:
+        self.handler = handler
+        self.request = request
+        self.script = script
+        self.label = script.filename
+        self.timeout = handler.cgi.timeout
+        self.phase = STARTING
+        self.reply: Reply | None = None
+        self.pid = 0
+        self.stdin = self.stdout = self.stderr = -1
+        self.body = request.body
+        self.pending_input = memoryview(b"")
+        self.output = bytearray()  # the header block so far, then the body gathered with it
+        self.outcome: Document | None = None
+        self.output_done = False
+        self.timer: Timer | None = None
+        self.closed = False
+        self.errors = StderrLines(self._log_stderr)
+
+    # -- start -----------------------------------------------------------------------------------
+    def start(self, reply: Reply, now: float) -> None:
+        handler = self.handler
+        script = self.script
+        self.reply = reply
+        translated = handler.translate(script.path_info) if script.path_info else None
+        env = build_environ(self.request, script, handler.fixed_env, handler.facts, translated)
+        try:
+            self.pid, self.stdin, self.stdout, self.stderr = spawn(
+                script.argv, env, script.directory,
+                handler.stdin_null if self.body is None else -1, handler.home)
+        except OSError as exc:
+            handler.log.error(f"cgi {self.label}: cannot run: {exc.strerror or exc}")
+            self.closed = True
+            if exc.errno in OVERLOAD_ERRNOS:  # out of descriptors or processes: retry soon
+                raise ServiceUnavailable(exc.strerror or "", BUSY) from None
+            raise ScriptFailed(f"cannot run {self.label}") from None
+        handler.running += 1
+        self.phase = HEADER
+        reactor = handler.reactor
+        reactor.watch(self.stdout, EPOLLIN, self)
+        reactor.watch(self.stderr, EPOLLIN, self)
+        if self.stdin >= 0:
+            self._feed()  # most bodies fit in the pipe at once
+            if self.stdin >= 0:
+                reactor.watch(self.stdin, EPOLLOUT, self)
+        reply.set_deadline(now + self.timeout)
+
+    # -- events ----------------------------------------------------------------------------------
+    def on_event(self, fd: int, mask: int, now: float) -> None:
+        if self.closed:
+            return
+        if fd == self.stdout:
+            if self.phase == STREAM:
+                assert self.reply is not None
+                self.reply.resume(now)  # the one-shot registration is spent: read() re-arms it
+            else:
+                self._read_head_or_gather(now)
+        elif fd == self.stderr:
+            self._read_stderr()
+        elif fd == self.stdin:
+            self._feed()
+            if self.phase == HEADER:
+                # Reading its body is work, not silence (a git push indexes its pack first).
+                assert self.reply is not None
+                self.reply.set_deadline(now + self.timeout)
+
+    def on_timeout(self, now: float) -> None:
+        if self.phase == STREAM:
+            self.handler.log.error(f"cgi {self.label}: no output for {self.timeout:g}s, response cut")
+        else:
+            self.handler.log.error(f"cgi {self.label}: no header block within {self.timeout:g}s")
+        self._fail(ScriptTimeout(f"{self.label}: no output within {self.timeout:g}s"), now)
+
+    # -- stdout before the body streams ----------------------------------------------------------
+    def _read_head_or_gather(self, now: float) -> None:
+        while not self.closed and self.phase in (HEADER, GATHER):
+            try:
+                data = os.read(self.stdout, CHUNK)
+            except BlockingIOError:
+                return
+            if not data:
+                self._stdout_ended()
+                self._output_ended(now)
+                return
+            if self.phase == HEADER:
+                self._header_bytes(data, now)
+            else:
+                self.output += data
+                if len(self.output) > WHOLE_BODY_LIMIT:
+                    self._stream(now)
+
+    def _header_bytes(self, data: bytes, now: float) -> None:
+        if self.script.nph:  # §5.1: the output is the response; nothing to parse
+            self.output += data
+            self._respond(Response(_raw_status(data), body=self, raw=True, min_rate=self._rate()),
+                          now, STREAM)
+            return
+        buffer = self.output
+        resume = line_start(buffer, len(buffer))
+        buffer += data
+        end = find_end(buffer, resume)
+        if end is None:
+            if len(buffer) > MAX_HEADER_BYTES:
+                self._malformed(f"no end of the header block in {MAX_HEADER_BYTES} bytes", now)
+            return
+        head = bytes(buffer[: end[0]])
+        del buffer[: end[1]]
         try:
             outcome = classify(parse(head))
         except MalformedOutput as exc:
-            self.log.error(f"cgi {process.label}: malformed header block: {exc.detail}")
-            raise
+            self._malformed(f"malformed header block: {exc.detail}", now)
+            return
         if isinstance(outcome, LocalRedirect):
-            process.close()
-            raise InternalRedirect(outcome.target, _redirect_variables(request))
-        body, complete = process.collect(first, WHOLE_BODY_WAIT, WHOLE_BODY_LIMIT)
-        if not complete:
-            return Response(
-                outcome.status, outcome.fields, body=body_iterator(process, body, outcome.length),
-                length=outcome.length, cleanup=process.close,
-            )
+            assert self.reply is not None
+            extra = _redirect_variables(self.request)
+            self.close()
+            self.reply.redirect(InternalRedirect(outcome.target, extra), now)
+            return
+        self.outcome = outcome
+        self.phase = GATHER
+        self.timer = self.handler.reactor.call_at(now + WHOLE_BODY_WAIT, self._stream)
+
+    def _output_ended(self, now: float) -> None:
+        """stdout closed: in HEADER a fault, in GATHER the whole body is here."""
+        if self.phase == HEADER:
+            if self.script.nph or not self.output:
+                self._malformed("no output", now)
+            else:
+                self._malformed("output ended inside the header block", now)
+            return
+        outcome = self.outcome
+        assert outcome is not None
+        body = bytes(self.output)
         if outcome.length is not None:
             if len(body) < outcome.length:
-                self.log.error(f"cgi {process.label}: output ended before its Content-Length")
-                raise MalformedOutput("output shorter than its Content-Length")
+                self._malformed("output ended before its Content-Length", now)
+                return
             body = body[: outcome.length]
-        return Response(outcome.status, outcome.fields, body=body, cleanup=process.close)
+        self.output = bytearray()
+        self._respond(Response(outcome.status, outcome.fields, body=body), now, ANSWERED)
 
-    def _header_block(self, process: CgiProcess) -> tuple[bytes, bytes]:
-        """(the header lines, the body bytes read along with them), within the script's timeout."""
-        buffer = bytearray()
-        deadline = process.deadline()
-        while True:
-            chunk = self._read(process, deadline)
-            if not chunk:
-                reason = "output ended inside the header block" if buffer else "no output"
-                self.log.error(f"cgi {process.label}: {reason}")
-                raise MalformedOutput(reason)
-            resume = line_start(buffer, len(buffer))
-            buffer += chunk
-            end = find_end(buffer, resume)
-            if end is not None:
-                return bytes(buffer[: end[0]]), bytes(buffer[end[1]:])
-            if len(buffer) > MAX_HEADER_BYTES:
-                self.log.error(f"cgi {process.label}: no end of the header block in {MAX_HEADER_BYTES} bytes")
-                raise MalformedOutput("header block too large")
+    def _stream(self, now: float) -> None:
+        """The output goes on: answer now and stream the rest as the client takes it."""
+        if self.phase != GATHER:
+            return
+        outcome = self.outcome
+        assert outcome is not None
+        self._respond(Response(outcome.status, outcome.fields, body=self, length=outcome.length,
+                               min_rate=self._rate()), now, STREAM)
 
-    def _raw_response(self, process: CgiProcess) -> Response:
-        first = self._read(process, process.deadline())
-        if not first:
-            self.log.error(f"cgi {process.label}: no output")
-            raise MalformedOutput("no output")
-        return Response(_raw_status(first), body=body_iterator(process, first, None), raw=True,
-                        cleanup=process.close)
+    def _respond(self, response: Response, now: float, phase: int) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.phase = phase
+        if phase == STREAM:
+            self.handler.reactor.modify(self.stdout, DISARMED)
+        assert self.reply is not None
+        self.reply.respond(response, now)
 
-    def _read(self, process: CgiProcess, deadline: float) -> bytes:
+    def _rate(self) -> int:
+        return self.handler.cgi.min_send_rate
+
+    def _malformed(self, reason: str, now: float) -> None:
+        self.handler.log.error(f"cgi {self.label}: {reason}")
+        self._fail(MalformedOutput(reason), now)
+
+    def _fail(self, error: HTTPError, now: float) -> None:
+        reply = self.reply
+        self.close()
+        assert reply is not None
+        reply.fail(error, now)
+
+    # -- stdout as the response body (BodySource) ------------------------------------------------
+    def read(self) -> bytes | None:
+        if self.output:
+            data = bytes(self.output)
+            self.output = bytearray()
+            return data
+        if self.output_done or self.closed:
+            return None
         try:
-            return process.read_output(deadline)
-        except ScriptTimeout:
-            self.log.error(f"cgi {process.label}: no header block within {self.cgi.timeout:g}s")
-            raise
+            data = os.read(self.stdout, CHUNK)
+        except BlockingIOError:
+            self.handler.reactor.modify(self.stdout, EPOLLIN | EPOLLONESHOT)
+            assert self.reply is not None
+            self.reply.set_deadline(time.monotonic() + self.timeout)
+            return b""
+        if not data:
+            self._stdout_ended()
+            return None
+        return data
+
+    def _stdout_ended(self) -> None:
+        self.output_done = True
+        self.handler.reactor.unwatch(self.stdout)
+        os.close(self.stdout)
+        self.stdout = -1
+
+    # -- stdin and stderr ------------------------------------------------------------------------
+    def _feed(self) -> None:
+        """Write as much of the request body as the pipe takes; close stdin after the last byte."""
+        assert self.body is not None
+        while True:
+            if not self.pending_input:
+                data = self.body.read(CHUNK)
+                if not data:
+                    self._close_stdin()
+                    return
+                self.pending_input = memoryview(data)
+            try:
+                written = os.write(self.stdin, self.pending_input)
+            except BlockingIOError:
+                return
+            except OSError:  # EPIPE: the script closed stdin or exited without reading it all
+                self._close_stdin()
+                return
+            self.pending_input = self.pending_input[written:]
+
+    def _close_stdin(self) -> None:
+        if self.stdin >= 0:
+            self.handler.reactor.unwatch(self.stdin)
+            os.close(self.stdin)
+            self.stdin = -1
+            self.pending_input = memoryview(b"")
+
+    def _read_stderr(self) -> None:
+        try:
+            data = os.read(self.stderr, CHUNK)
+        except BlockingIOError:
+            return
+        if data:
+            self.errors.feed(data)
+            return
+        self.handler.reactor.unwatch(self.stderr)
+        os.close(self.stderr)
+        self.stderr = -1
+        self.errors.end()
+
+    def _log_stderr(self, line: bytes) -> None:
+        self.handler.log.error(f"cgi {self.label}: {_printable(line)}")
+
+    # -- the end ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """The request is over: release the pipes and hand the script to the reaper. Idempotent."""
+        if self.closed or self.pid == 0:
+            self.closed = True
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+        reactor = self.handler.reactor
+        self._close_stdin()
+        if self.stderr >= 0:
+            try:  # whatever the script said last is worth a line in the log
+                self.errors.feed(os.read(self.stderr, CHUNK))
+            except OSError:
+                pass
+            reactor.unwatch(self.stderr)
+            os.close(self.stderr)
+            self.stderr = -1
+            self.errors.end()
+        if self.stdout >= 0:
+            reactor.unwatch(self.stdout)
+            os.close(self.stdout)
+            self.stdout = -1
+        self.handler.reaper.stop(self.pid, self.output_done, self.handler.reaped, time.monotonic())
+
+
+def _printable(line: bytes) -> str:
+    """A line of script output for the log: UTF-8 kept, control characters and bad bytes escaped."""
+    text = line.decode("utf-8", "backslashreplace")
+    return "".join(ch if ch >= " " and ch != "\x7f" or ch == "\t" else f"\\x{ord(ch):02x}"
+                   for ch in text)
 
 
 def _raw_status(first: bytes) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 @dataclass(slots=True)
@@ -42,6 +42,7 @@ class Request:
     conn: ConnectionInfo | None = None
     request_line: str = ""  # the first line as received, for logs
     extra: dict[str, str] = field(default_factory=dict)  # REDIRECT_* and similar, set by handlers
+    prepared: Any = None  # what the route's handler found in prepare(), for its handle()
 
     @property
     def has_body(self) -> bool:

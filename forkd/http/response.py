@@ -4,9 +4,9 @@ Handlers never touch the socket. They return a Response whose body is one of:
   - bytes: sent as is (Content-Length is computed by the worker);
   - a list of parts, each bytes or a FileRange: sent in order; file parts with os.sendfile
     (multipart/byteranges is such a list); `length` must be the total;
-  - an iterator of bytes (CGI output): pulled only when the socket can take more, so a slow
-    reader applies back-pressure to the producer; `length` None means unknown (chunked on
-    HTTP/1.1, close-delimited on HTTP/1.0).
+  - a BodySource (CGI output): read only when the socket can take more, so a slow reader applies
+    back-pressure to the producer; `length` None means unknown (chunked on HTTP/1.1,
+    close-delimited on HTTP/1.0). See forkd.http.framing.
 The worker adds the framing headers (Date, Server, Content-Length or Transfer-Encoding, Connection),
 strips the body of HEAD responses, and calls `cleanup` once the response is sent or abandoned.
 """
@@ -17,9 +17,10 @@ import functools as _functools
 import html as _html
 import re
 import time as _time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus as _HTTPStatus
+from typing import Protocol
 
 
 @dataclass(slots=True)
@@ -31,7 +32,13 @@ class FileRange:
     count: int
 
 
-Body = bytes | list[bytes | FileRange] | Iterator[bytes]
+class BodySource(Protocol):
+    def read(self) -> bytes | None:
+        """The next bytes; b"" when none are ready yet (the producer resumes the connection once
+        there are), None at the end. Raises when the body cannot be completed."""
+
+
+Body = bytes | list[bytes | FileRange] | BodySource
 
 
 @dataclass(slots=True)
@@ -41,8 +48,9 @@ class Response:
     body: Body = b""
     length: int | None = None  # total body bytes; computed for bytes bodies; None: unknown
     close: bool = False  # close the connection after this response
-    raw: bool = False  # nph CGI: the iterator yields the whole response, status line included
+    raw: bool = False  # nph CGI: the source yields the whole response, status line included
     cleanup: Callable[[], None] | None = None  # release files / processes; called exactly once
+    min_rate: int = 0  # bytes/s a client must average to keep a streamed body going (0: any)
 
 
 # -- Serialisation (the worker's side of the contract above) --------------------------------------

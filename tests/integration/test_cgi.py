@@ -532,34 +532,3 @@ def test_workers_as_nobody_started_from_a_private_directory(make_daemon, tmp_pat
         assert env["PWD"] == str(SCRIPTS)
     finally:
         shutil.rmtree(logs)
-
-
-ORPHANS_PROGRAM = r"""
-import os, subprocess, time
-from forkd.handlers.cgi_process import kill_orphans
-# A script as forkd runs it (own session) with a grandchild that ignores TERM, and a child in our own
-# process group that must be left alone.
-script = subprocess.Popen(["sh", "-c", "sh -c 'trap \"\" TERM; exec sleep 60' & echo $!; exec sleep 60"],
-                          stdout=subprocess.PIPE, start_new_session=True)
-grandchild = int(script.stdout.readline())
-ours = subprocess.Popen(["sleep", "60"])
-killed = kill_orphans(keep=set())
-script.wait(5)
-def running(pid):
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-deadline = time.monotonic() + 5
-while running(grandchild) and time.monotonic() < deadline:
-    time.sleep(0.01)
-print(killed == [script.pid], script.returncode, running(grandchild), ours.poll())
-ours.kill()
-"""
-
-
-def test_kill_orphans_stops_foreign_groups_and_spares_its_own(tmp_path: Path) -> None:
-    """What the master runs when a worker died without stopping its scripts."""
-    done = subprocess.run([sys.executable, "-c", ORPHANS_PROGRAM], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=30, check=False)
-    assert done.stdout.split() == ["True", "-9", "False", "None"], done.stderr

@@ -362,6 +362,10 @@ def cpu_seconds(pid: int) -> float:
 def test_stuck_worker_is_killed_and_its_request_logged(
     make_daemon: MakeDaemon, tmp_path: Path
 ) -> None:
+    """A worker whose loop stops turning (here: SIGSTOP while a request is in hand) is replaced.
+
+    A slow script cannot do this any more (the loop never waits on it): only a stopped loop can.
+    """
     cgi = tmp_path / "cgi"
     cgi.mkdir()
     script = cgi / "sleep.sh"
@@ -378,8 +382,13 @@ def test_stuck_worker_is_killed_and_its_request_logged(
         }
     )
     stuck = daemon.worker_pids()[0]
+    conn = daemon.connection()
+    conn.request("GET", "/cgi-bin/sleep.sh?why=test")
+    poll(lambda: subprocess.run(["pgrep", "-f", str(script)], capture_output=True).returncode == 0,
+         5, "the script running")
+    os.kill(stuck, signal.SIGSTOP)
     with pytest.raises((OSError, http.client.HTTPException)):
-        daemon.get("/cgi-bin/sleep.sh?why=test")
+        conn.getresponse().read()
     daemon.wait_for_log(f"worker {stuck} (generation 1) is stuck")
     assert "'GET /cgi-bin/sleep.sh?why=test HTTP/1.1'" in daemon.log()
     poll(lambda: daemon.worker_pids() not in ([], [stuck]), 2, "stuck worker replaced")

@@ -1,4 +1,4 @@
-"""Response body framing of iterator bodies (forkd.connection._Pull): chunked, length, close, raw."""
+"""Response body framing of streamed bodies (forkd.http.framing): chunked, length, close, raw."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from forkd.connection import CHUNKED, CLOSE, LENGTH, RAW, _Pull
+from forkd.http.framing import CHUNKED, CLOSE, LENGTH, RAW, BodyWriter, IteratorSource
 
 
-def drain(pull: _Pull) -> list[bytes]:
+def _Pull(iterator: Iterator[bytes], mode: int, length: int) -> BodyWriter:  # noqa: N802
+    return BodyWriter(IteratorSource(iterator), mode, length)
+
+
+def drain(pull: BodyWriter) -> list[bytes]:
     out = []
     while (chunk := pull.pull()) is not None:
         if chunk:
@@ -54,3 +58,30 @@ def test_producer_errors_propagate() -> None:
     assert pull.pull() == b"1\r\na\r\n"
     with pytest.raises(OSError):
         pull.pull()
+
+
+class Trickle:
+    """A source that has nothing ready every other read, as a CGI pipe may."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+        self.turn = 0
+
+    def read(self) -> bytes | None:
+        self.turn += 1
+        if self.turn % 2:
+            return b""
+        return self.pieces.pop(0) if self.pieces else None
+
+
+def test_a_source_with_nothing_ready_is_waited_for_not_ended() -> None:
+    writer = BodyWriter(Trickle([b"ab", b"c"]), CHUNKED, 0)
+    got = [writer.pull() for _ in range(6)]
+    assert got == [b"", b"2\r\nab\r\n", b"", b"1\r\nc\r\n", b"", b"0\r\n\r\n"]
+    assert writer.pull() is None
+
+
+def test_zero_length_stream_reads_nothing() -> None:
+    writer = BodyWriter(Trickle([b"never"]), LENGTH, 0)
+    assert writer.pull() is None
+    assert writer.source.turn == 0  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forkd.handlers import matches
+from forkd.routing import matches
 from forkd.handlers.paths import hidden, normalize, strip_prefix
 from forkd.http.errors import BadRequest, NotFound
 
