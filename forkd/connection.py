@@ -355,7 +355,7 @@ class Connection:
         self.handler = handler
         length = request.content_length or 0
         self.reader = ChunkedDecoder(services.limits.body) if request.chunked else LengthReader(length)
-        if getattr(handler, "reads_body", True):
+        if getattr(handler, "reads_body", False):  # handlers that use bodies say so
             if not self._hold(length, now):
                 return
             try:
