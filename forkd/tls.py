@@ -37,6 +37,7 @@ import os
 import re
 import ssl
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +185,7 @@ def _load_pair(context: ssl.SSLContext, cert: Path, key: Path) -> None:
     except _EncryptedKey:
         raise TlsError(f"encrypted private keys are not supported: {key}") from None
     except ssl.SSLError as exc:
-        if exc.reason == "KEY_VALUES_MISMATCH":
+        if exc.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):  # same / other type
             raise KeyMismatch(f"{key} does not match {cert}") from None
         raise TlsError(f"not a PEM private key matching {cert}: {key}") from None
     except OSError as exc:
@@ -239,7 +240,9 @@ def _certificate_facts(pair: CertificatePair) -> tuple[tuple[str, ...], str]:
 def _profile_context(settings: TlsConfig) -> ssl.SSLContext:
     profile = PROFILES[settings.profile]
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = profile.minimum
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0: the operator chose "old"
+        context.minimum_version = profile.minimum
     context.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
     if profile.ciphers:
         context.set_ciphers(profile.ciphers)
