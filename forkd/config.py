@@ -24,6 +24,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from forkd import tls
+
 
 class ConfigError(Exception):
     """One or more problems, each a `key.path: reason` line."""
@@ -37,6 +39,7 @@ class ConfigError(Exception):
 DIR = {"path": "dir"}  # a directory that must exist
 FILE_OR_DIR = {"path": "any"}  # a path resolved against the config directory, not checked
 EXECUTABLE = {"path": "exe"}  # an executable file that must exist
+READABLE = {"path": "file"}  # a regular file forkd can read (certificates, keys)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class ListenAddress:
     host: str = ""
     port: int = 0
     path: str = ""
+    tls: bool = False  # HTTPS on this listener (the mapping form's `tls: true`)
 
     def __str__(self) -> str:
         if self.family == "unix":
@@ -123,6 +127,21 @@ class Route:
 
 
 @dataclass(frozen=True)
+class CertificatePair:
+    cert: Path = field(metadata=READABLE)  # PEM: the certificate, then its chain
+    key: Path = field(metadata=READABLE)  # PEM private key, unencrypted (RSA or ECDSA)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    certificates: tuple[CertificatePair, ...] = ()  # the first is the default (no or unknown SNI)
+    profile: Literal["modern", "intermediate", "old"] = "intermediate"  # Mozilla server profiles
+    client_certificates: Literal["none", "optional", "required"] = "none"
+    client_ca: Path | None = field(default=None, metadata=READABLE)  # CAs client certs chain to
+    handshake_timeout: float = 10.0  # seconds for a complete TLS handshake
+
+
+@dataclass(frozen=True)
 class Config:
     listen: tuple[ListenAddress, ...] = (ListenAddress("inet", "127.0.0.1", 8080),)
     workers: int = 2  # "auto" in YAML becomes the CPU count
@@ -139,6 +158,8 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     routes: tuple[Route, ...] = ()
+    tls: TlsConfig | None = None  # needed by listeners with `tls: true`
+    hsts: str | None = None  # Strict-Transport-Security value for HTTPS answers
     source: Path | None = None  # the file this came from (not a YAML key)
 
 
@@ -309,6 +330,11 @@ class _Builder:
             self.fail(where, f"no such directory: {resolved}")
         elif check == "exe" and not (resolved.is_file() and os.access(resolved, os.X_OK)):
             self.fail(where, f"not an executable file: {resolved}")
+        elif check == "file":
+            reason = _unreadable(resolved)
+            if reason:
+                self.fail(where, reason)
+                return None
         return resolved
 
     # Fields with a grammar of their own.
@@ -320,14 +346,39 @@ class _Builder:
             return ()
         out = []
         for i, item in enumerate(items):
-            address = parse_listen(item)
-            if isinstance(address, str):
-                self.fail(f"{path}[{i}]", address)
-            else:
+            address = self.listen_entry(item, f"{path}[{i}]")
+            if address is not None:
                 if address.family == "unix":
                     address = dataclasses.replace(address, path=str(self.base / address.path))
                 out.append(address)
         return tuple(out)
+
+    def listen_entry(self, item: Any, path: str) -> ListenAddress | None:
+        """One `listen` entry: "host:port" or {address: "host:port", tls: bool}."""
+        options: dict[str, Any] = {}
+        if isinstance(item, dict):
+            options = dict(item)
+            item = options.pop("address", None)
+            if item is None:
+                self.fail(f"{path}.address", "required key is missing")
+                return None
+            for key in options:
+                if key not in LISTEN_OPTIONS:
+                    self.fail(f"{path}.{key}", "unknown key")
+                elif not isinstance(options[key], bool):
+                    self.fail(f"{path}.{key}", f"expected true or false, got {_kind(options[key])}")
+            if options.get("proxy_protocol") is True:
+                self.fail(f"{path}.proxy_protocol", "not supported yet")
+            path = f"{path}.address"
+        address = parse_listen(item)
+        if isinstance(address, str):
+            self.fail(path, address)
+            return None
+        if options.get("tls") is True:
+            if address.family == "unix":
+                self.fail(path, "tls is for TCP listeners")
+            address = dataclasses.replace(address, tls=True)
+        return address
 
     def _field_Config_workers(self, data: Any, path: str) -> int:
         if data == "auto":
@@ -407,6 +458,7 @@ class _Builder:
         self._check_accounts(values)
         self._check_listen(values.get("listen") or ())
         self._check_routes(values.get("routes") or ())
+        self._check_tls_listeners(values.get("listen") or (), values.get("tls"))
         pidfile = values.get("pidfile")
         if isinstance(pidfile, Path) and not pidfile.parent.is_dir():
             self.fail("pidfile", f"no such directory: {pidfile.parent}")
@@ -433,6 +485,32 @@ class _Builder:
             seen.setdefault(key, i)
             if address.family == "unix" and not os.path.isdir(os.path.dirname(address.path)):
                 self.fail(f"listen[{i}]", f"no such directory: {os.path.dirname(address.path)}")
+
+    def _check_tls_listeners(
+        self, addresses: tuple[ListenAddress, ...], settings: TlsConfig | None
+    ) -> None:
+        for i, address in enumerate(addresses):
+            if address.tls and (settings is None or not settings.certificates):
+                self.fail("tls.certificates", f"required by listen[{i}] (a tls listener)")
+                return
+
+    def _check_TlsConfig(self, values: dict[str, Any], path: str) -> None:
+        """The certificate files themselves: parseable, current, and matching their keys."""
+        for i, pair in enumerate(values.get("certificates") or ()):
+            if pair is None or pair.cert is None or pair.key is None:
+                continue  # a path problem, already reported
+            where = f"{path}.certificates[{i}]"
+            for which, reason in tls.pair_problems(pair.cert, pair.key, f"{where}.cert"):
+                self.fail(f"{where}.{which}", reason)
+        mode = values.get("client_certificates", "none")
+        client_ca = values.get("client_ca")
+        reported = any(p.startswith(f"{path}.client_ca:") for p in self.problems)
+        if mode != "none" and client_ca is None and not reported:
+            self.fail(f"{path}.client_ca", f"required when client_certificates is {mode}")
+        elif isinstance(client_ca, Path):
+            reason = tls.ca_problem(client_ca)
+            if reason:
+                self.fail(f"{path}.client_ca", reason)
 
     def _check_routes(self, routes: tuple[Route | None, ...]) -> None:
         seen: dict[str, int] = {}
@@ -473,6 +551,23 @@ def parse_listen(text: Any) -> ListenAddress | str:
     if family == "inet" and ":" in host:
         return f"IPv6 addresses need brackets: [{host}]:{port}"
     return ListenAddress(family, host or "0.0.0.0", int(port))  # type: ignore[arg-type]
+
+
+LISTEN_OPTIONS = ("tls", "proxy_protocol")
+
+
+def _unreadable(path: Path) -> str:
+    """Why path cannot be read as a regular file, or "" when it can."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return f"no such file: {path}"
+    except IsADirectoryError:
+        return f"is a directory: {path}"
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    return ""
 
 
 def _join(path: str, key: Any) -> str:

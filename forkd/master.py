@@ -46,6 +46,7 @@ import pwd
 import resource
 import selectors
 import signal
+import ssl
 import time
 import traceback
 from collections.abc import Callable
@@ -55,7 +56,7 @@ from typing import NoReturn
 from setproctitle import setproctitle
 
 from forkd import listeners as listeners_module
-from forkd import pidfile, worker
+from forkd import pidfile, tls, worker
 from forkd.config import Config, ConfigError, load
 from forkd.listeners import Listener, ListenError
 from forkd.logs import LEVELS, ErrorLog
@@ -85,6 +86,9 @@ class Generation:
     number: int
     config: Config
     listeners: list[Listener]
+    # The TLS listeners' contexts, keyed by listening socket fd: built by the master before the
+    # generation's workers fork (they share its session-ticket keys and never read a key file).
+    tls_contexts: dict[int, ssl.SSLContext] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -191,7 +195,11 @@ class Master:
         self.set_title(1)
         preload_worker_code()
         self.reloads = pidfile.ReloadRecorder(self.pidfile, self.pid, 1)
-        generation = Generation(1, config, listeners)
+        try:
+            contexts = tls_contexts(config, listeners)
+        except tls.TlsError as exc:
+            raise StartupError(f"tls: {exc}") from None
+        generation = Generation(1, config, listeners, contexts)
         self.pending = PendingGeneration(
             generation, time.monotonic(), 0, new_listeners=list(listeners)
         )
@@ -515,15 +523,24 @@ class Master:
         assert self.generation is not None
         try:
             listeners, new, dropped = self.plan_listeners(config)
-            check_user(config)
-            own_logs(config)
-        except (ListenError, StartupError, OSError) as exc:
+        except ListenError as exc:
             self.log.error(f"reload rejected: {exc}")
             self.end_reload(serial, False, str(exc))
             return
+        try:
+            check_user(config)
+            own_logs(config)
+            contexts = tls_contexts(config, listeners)  # certificates and keys are read again
+        except (StartupError, OSError, tls.TlsError) as exc:
+            reason = f"tls: {exc}" if isinstance(exc, tls.TlsError) else str(exc)
+            for listener in new:
+                listener.close()
+            self.log.error(f"reload rejected: {reason}")
+            self.end_reload(serial, False, reason)
+            return
         for listener in new:
             self.log.info(f"listening on {listener.real_address}")
-        generation = Generation(self.generation.number + 1, config, listeners)
+        generation = Generation(self.generation.number + 1, config, listeners, contexts)
         pending = PendingGeneration(generation, time.monotonic(), serial, new, dropped)
         self.pending = pending
         for _ in range(config.workers):
@@ -872,9 +889,31 @@ def drop_privileges(config: Config) -> None:
         os.setuid(uid)
 
 
+def tls_contexts(config: Config, listeners: list[Listener]) -> dict[int, ssl.SSLContext]:
+    """The context of each TLS listener, by fd; raise tls.TlsError naming the file at fault.
+
+    All TLS listeners share one context (one certificate set). Listeners forkd bound come in the
+    order of `listen`; one adopted from systemd is TLS when its address is listed with `tls: true`.
+    """
+    if config.tls is None or not any(address.tls for address in config.listen):
+        return {}
+    if all(listener.owned for listener in listeners):
+        chosen = [lis for address, lis in zip(config.listen, listeners, strict=True) if address.tls]
+    else:
+        wanted = {str(address) for address in config.listen if address.tls}
+        chosen = [listener for listener in listeners if str(listener.real_address) in wanted]
+    context = tls.build_server_context(config.tls)
+    return {listener.sock.fileno(): context for listener in chosen}
+
+
 def preload_worker_code() -> None:
     """Import the handlers once in the master, so a new worker serves without importing them."""
-    for module in ("forkd.handlers.static", "forkd.handlers.cgi", "forkd.http.parser"):
+    for module in (
+        "forkd.handlers.static",
+        "forkd.handlers.cgi",
+        "forkd.http.parser",
+        "forkd.transport",
+    ):
         try:
             __import__(module)
         except Exception:
