@@ -62,6 +62,7 @@ import tempfile
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from forkd.handlers.base import Exchange, Handler, InternalRedirect
@@ -148,9 +149,10 @@ class Connection:
         self.services = services
         self.sock = sock
         self.fd = sock.fileno()
-        self.recv = sock.recv
-        self.send = sock.send
-        self.sendfile = functools.partial(os.sendfile, self.fd)
+        # The transport seam: plain sockets keep the socket's own calls (one system call each).
+        self.recv: Callable[[int], bytes] = sock.recv
+        self.send: Callable[..., int] = sock.send
+        self.sendfile: Callable[[int, int, int], int] = functools.partial(os.sendfile, self.fd)
         self.info = info
         self.remote = info.remote_addr
         self.buffer = bytearray()

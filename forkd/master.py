@@ -352,6 +352,7 @@ class Master:
                 generation=generation.number,
                 notify_fd=notify_fd,
                 slot=slot,
+                tls_contexts=generation.tls_contexts,
             )
             code = worker.run_worker(context)
         except SystemExit as exc:

@@ -17,6 +17,7 @@ from forkd.logs import AccessLog, ErrorLog
 from forkd.reactor import Reactor
 from forkd.routing import Router
 from forkd.scoreboard import Slot
+from forkd.transport import FailureLog
 
 
 class Services:
@@ -39,3 +40,6 @@ class Services:
         self.retiring = False  # answer with Connection: close from now on
         self.ready: list[Any] = []  # connections holding pipelined requests, served next turn
         self.body_bytes = 0  # request body bytes held right now (memory and spool files)
+        self.hsts = config.hsts  # Strict-Transport-Security on HTTPS answers
+        self.tls_handshake_timeout = config.tls.handshake_timeout if config.tls else 10.0
+        self.tls_failures = FailureLog()  # handshake failures by class, each logged once

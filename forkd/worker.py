@@ -47,9 +47,11 @@ import random
 import select
 import signal
 import socket
+import ssl
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from setproctitle import setproctitle
@@ -64,6 +66,7 @@ from forkd.reactor import Reactor
 from forkd.routing import Router
 from forkd.scoreboard import Slot
 from forkd.services import Services
+from forkd.tls_connection import TlsConnection
 
 # Bytes a worker writes on its notify pipe to the master.
 READY = b"R"  # booted: handlers built, about to accept
@@ -96,6 +99,7 @@ class WorkerContext:
     generation: int
     notify_fd: int  # write end of this worker's pipe to the master
     slot: Slot  # this worker's scoreboard slot
+    tls_contexts: Mapping[int, ssl.SSLContext] = field(default_factory=dict)  # by listener fd
 
 
 def run_worker(context: WorkerContext) -> int:
@@ -158,6 +162,7 @@ class Worker:
         self.yield_tokens = YIELD_BURST
         self.yield_refilled = time.monotonic()
         self.listener_info = {fd: _listener_facts(sock) for fd, sock in self.listeners.items()}
+        self.tls_contexts = context.tls_contexts
         self.epoll.register(self.wakeup_read, EPOLLIN)
         self._listen(True)
 
@@ -376,7 +381,11 @@ class Worker:
         if len(self.connections) >= self.limits.connections and not self._close_oldest_idle():
             _refuse(sock)
             return
-        connection = Connection(self.services, sock, info, now)
+        context = self.tls_contexts.get(fd)
+        if context is None:
+            connection = Connection(self.services, sock, info, now)
+        else:
+            connection = TlsConnection(self.services, sock, info, now, context)
         self.connections[connection.fd] = connection
         self.epoll.register(connection.fd, EPOLLIN)
         if self.rotate_accepts and not (self.retiring or self.accept_paused_until):

@@ -163,8 +163,8 @@ def build_environ(
         env[b"REMOTE_PORT"] = str(conn.remote_port).encode()
         env[b"SERVER_ADDR"] = conn.server_addr.encode()
         env[b"REQUEST_SCHEME"] = conn.scheme.encode()
-        if conn.scheme == "https":
-            env[b"HTTPS"] = b"on"
+        for name, value in conn.tls_variables.items():  # HTTPS=on, SSL_PROTOCOL, SSL_CLIENT_*...
+            env[name.encode()] = value.encode("latin-1", "replace")
         server_port = conn.server_port or host_port
         server_name = server_name or _bracket(conn.server_addr)
     else:

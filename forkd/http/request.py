@@ -15,6 +15,7 @@ class ConnectionInfo:
     server_addr: str  # the local address the connection arrived on ("" on a unix socket)
     server_port: int
     scheme: str = "http"
+    tls_variables: dict[str, str] = field(default_factory=dict)  # HTTPS, SSL_* for CGI (TLS only)
 
 
 @dataclass(slots=True)
