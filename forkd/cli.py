@@ -87,19 +87,18 @@ def serve(config_file: str) -> int:
         config = load(config_file)
     except ConfigError as exc:
         for problem in exc.problems:
-            click.echo(problem, err=True)
-        return 1
+            click.echo(f"forkd: {problem}", err=True)
+        count = len(exc.problems)
+        return fail(f"not started: {count} problem{'s' if count > 1 else ''} in {config_file}")
     try:
         log = ErrorLog(config.error_log, config.log_level)
     except OSError as exc:
-        return fail(f"cannot open error_log {config.error_log}: {exc.strerror}")
+        return fail(f"not started: cannot open error_log {config.error_log}: {exc.strerror}")
     try:
         return master.run(config, log)
     except master.StartupError as exc:
         log.error(f"cannot start: {exc}")
-        if config.error_log != "-":
-            click.echo(f"forkd: cannot start: {exc}", err=True)
-        return 1
+        return fail(f"not started: {exc}")  # on the terminal too, even when the log goes elsewhere
 
 
 # -- signalling a running master ------------------------------------------------------------------
