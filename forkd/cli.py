@@ -2,6 +2,7 @@
 
     forkd -c FILE                      run in the foreground (what systemd expects)
     forkd -c FILE -t | --check         validate FILE and exit 0 (ok) or 1 (one line per problem)
+    forkd -c FILE -T | --print-config  validate, then print the effective config as YAML
     forkd -c FILE -s reload            reload the running master and wait for the outcome
     forkd -c FILE -s stop | quit       graceful (TERM) or fast (QUIT) stop; waits for the exit
     forkd -c FILE -s reopen            reopen the log files (USR1)
@@ -26,7 +27,7 @@ import click
 import yaml
 
 from forkd import __version__, pidfile
-from forkd.config import ConfigError, load
+from forkd.config import ConfigError, dump, load
 from forkd.logs import ErrorLog
 
 ACTIONS = {
@@ -51,6 +52,12 @@ POLL = 0.02
 )
 @click.option("-t", "--check", is_flag=True, help="Validate the configuration and exit.")
 @click.option(
+    "-T",
+    "--print-config",
+    is_flag=True,
+    help="Validate, then print the effective configuration (every default, absolute paths).",
+)
+@click.option(
     "-s",
     "--signal",
     "action",
@@ -58,10 +65,12 @@ POLL = 0.02
     help="Signal the running master: reload (and wait), stop, quit or reopen.",
 )
 @click.version_option(__version__, "--version", prog_name="forkd", message="%(prog)s %(version)s")
-def main(config_file: str, check: bool, action: str | None) -> None:
+def main(config_file: str, check: bool, print_config: bool, action: str | None) -> None:
     """forkd: a prefork HTTP/1.1 server for static files and CGI."""
-    if check and action:
-        raise click.UsageError("--check and -s do not go together")
+    if (check or print_config) and action:
+        raise click.UsageError("--check, -T and -s do not go together")
+    if print_config:
+        sys.exit(show_config(config_file))
     if check:
         sys.exit(check_config(config_file))
     if action:
@@ -77,6 +86,18 @@ def check_config(config_file: str) -> int:
             click.echo(problem, err=True)
         return 1
     click.echo(f"forkd: configuration {config_file} is ok")
+    return 0
+
+
+def show_config(config_file: str) -> int:
+    """-T: the config as forkd will run it, on stdout; the same problem lines as --check."""
+    try:
+        config = load(config_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        return 1
+    click.echo(dump(config), nl=False)
     return 0
 
 

@@ -244,7 +244,8 @@ def _walk(
                 first = first_line[key_node.value]
                 repeated.append(Problem(where, f"duplicate key (first on line {first})", *key_at))
             first_line.setdefault(key_node.value, key_at[0])
-            marks[where] = (key_at, _position(value_node))  # the last one given wins, as in the data
+            # A repeated key: the last one given wins, as in the constructed data.
+            marks[where] = (key_at, _position(value_node))
             _walk(value_node, where, marks, repeated, visited)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
@@ -525,6 +526,70 @@ class _Builder:
             seen.setdefault(key, i)
             if key == "/" and catch_all is None:
                 catch_all = i
+
+
+# -- the effective configuration, back as YAML ----------------------------------------------------
+
+DUMP_HEADER = (
+    "# forkd: the effective configuration. Every default is filled in and every path is absolute;\n"
+    "# forkd accepts this file as it is (forkd -c FILE -T prints it again unchanged).\n"
+)
+
+
+def dump(config: Config) -> str:
+    """The config as YAML that `load` accepts again and that loads to an equal Config.
+
+    Generic over the dataclasses, so a new key appears here without a change: dataclasses become
+    mappings, tuples lists, paths strings. Only fields with a grammar of their own (the builder's
+    `_field_*` methods) have a `_dump_*` counterpart. An absent optional section (a route's
+    other handler types) is left out rather than written as null.
+    """
+    return DUMP_HEADER + yaml.dump(
+        _dump_fields(config), Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True
+    )
+
+
+class _IndentedDumper(yaml.SafeDumper):
+    """Indent list items under their key, as people write them (PyYAML puts them flush)."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)  # type: ignore[no-untyped-call]
+
+
+def _dump_fields(obj: Any) -> dict[str, Any]:
+    cls = type(obj)
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for spec in dataclasses.fields(obj):
+        value = getattr(obj, spec.name)
+        if spec.name in NOT_KEYS or (value is None and _is_section(hints[spec.name])):
+            continue
+        special = _DUMP_SPECIAL.get((cls.__name__, spec.name))
+        out[spec.name] = special(value) if special else _dump_value(value)
+    return out
+
+
+def _dump_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _dump_fields(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_dump_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _dump_value(item) for key, item in value.items()}
+    return value
+
+
+def _is_section(hint: Any) -> bool:
+    """An optional dataclass: `static: StaticConfig | None`."""
+    return any(dataclasses.is_dataclass(arg) for arg in typing.get_args(hint))
+
+
+_DUMP_SPECIAL: dict[tuple[str, str], Any] = {
+    ("Config", "listen"): lambda addresses: [str(address) for address in addresses],
+    ("Config", "unix_mode"): lambda mode: f"{mode:04o}",
+}
 
 
 def parse_listen(text: Any) -> ListenAddress | str:

@@ -504,49 +504,6 @@ def test_check_command(make_daemon: MakeDaemon, tmp_path: Path) -> None:
     assert forkd("--version").stdout.startswith("forkd ")
 
 
-def test_check_reports_every_problem_with_its_line_and_a_suggestion(tmp_path: Path) -> None:
-    site(tmp_path / "www", "x")
-    (tmp_path / "site.yaml").write_text(
-        "workers: 2\n"
-        "listen: ['127.0.0.1:99999']\n"
-        "workers: 3\n"
-        "routes:\n"
-        "  - prefix: /\n"
-        "    static:\n"
-        "      root: /no/such/www\n"
-        "      autoindx: true\n"
-    )
-    result = forkd("-c", "site.yaml", "--check", cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [  # the duplicate key no longer hides the rest
-        "site.yaml:2:10: listen[0]: port 99999 is out of range (0 to 65535)",
-        "site.yaml:3:1: workers: duplicate key (first on line 1)",
-        "site.yaml:7:13: routes[0].static.root: no such directory: /no/such/www",
-        "site.yaml:8:7: routes[0].static.autoindx: unknown key (did you mean autoindex?)",
-    ]
-
-
-def test_a_server_that_cannot_start_names_the_file_and_counts_the_problems(tmp_path: Path) -> None:
-    site(tmp_path / "www", "x")
-    (tmp_path / "site.yaml").write_text(
-        "listen: ['127.0.0.1:0']\nworkerz: 2\nroutes: [{prefix: /, static: {root: nowhere}}]\n"
-        "timeouts: {header: 0}\n"
-    )
-    result = forkd("-c", "site.yaml", cwd=tmp_path, timeout=15)
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        "forkd: site.yaml:2:1: workerz: unknown key (did you mean workers?)",
-        f"forkd: site.yaml:3:37: routes[0].static.root: no such directory: {tmp_path / 'nowhere'}",
-        "forkd: site.yaml:4:20: timeouts.header: must be positive, got 0",
-        "forkd: not started: 3 problems in site.yaml",
-    ]
-    (tmp_path / "site.yaml").write_text("routes: [{prefix: /, static: {root: www}}\n")
-    result = forkd("-c", "site.yaml", cwd=tmp_path, timeout=15)
-    assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == "forkd: not started: 1 problem in site.yaml"
-    assert result.stderr.startswith("forkd: site.yaml:2:1: YAML syntax error: ")
-
-
 def test_signal_command_without_a_running_master(tmp_path: Path) -> None:
     config = tmp_path / "forkd.yaml"
     site(tmp_path / "www", "x")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
-from forkd.config import Config, ConfigError, ListenAddress, load, loads, parse_listen
+from forkd.config import Config, ConfigError, ListenAddress, dump, load, loads, parse_listen
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,7 +204,8 @@ def test_problems_name_the_file_as_given_with_line_and_column(
     ]
     assert caught.value.file == "site.yaml"
     assert [(p.key, p.line, p.column) for p in caught.value.found] == [
-        ("routes[0].static.autoindx", 5, 7), ("routes[0].static.root", 6, 13)
+        ("routes[0].static.autoindx", 5, 7),
+        ("routes[0].static.root", 6, 13),
     ]
 
 
@@ -264,7 +267,10 @@ def test_listen_addresses(text: str, expected: ListenAddress) -> None:
         ("8080", 'expected "host:port", "[v6]:port" or "unix:/path", got \'8080\''),
         ("localhost:99999", "port 99999 is out of range (0 to 65535)"),
         ("localhost:65536", "port 65536 is out of range (0 to 65535)"),
-        ("localhost:8\u0669", 'expected "host:port", "[v6]:port" or "unix:/path", got \'localhost:8\u0669\''),
+        (
+            "localhost:8\u0669",
+            'expected "host:port", "[v6]:port" or "unix:/path", got \'localhost:8\u0669\'',
+        ),
         ("::1:80", "IPv6 addresses need brackets: [::1]:80"),
         ("unix:", "unix: needs a socket path"),
         (8080, "expected an address string, got int 8080"),
@@ -272,3 +278,59 @@ def test_listen_addresses(text: str, expected: ListenAddress) -> None:
 )
 def test_bad_listen_addresses(text: object, reason: str) -> None:
     assert parse_listen(text) == reason
+
+
+# -- dump: the effective configuration (forkd -T) -------------------------------------------------
+
+BOTH_HANDLERS = """\
+routes:
+  - {prefix: /cgi-bin/, cgi: {root: cgi-bin}}
+  - {prefix: /, static: {root: www}}
+"""
+
+
+def _keys(cls: type, prefix: str = "") -> set[str]:
+    """Every key path the dataclasses define, found from the types alone (a new field shows up)."""
+    out = set()
+    for spec in dataclasses.fields(cls):
+        if spec.name == "source":
+            continue
+        out.add(prefix + spec.name)
+        hint = typing.get_type_hints(cls)[spec.name]
+        inner = [a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)]
+        if inner and inner[0] is not ListenAddress:  # listen is written "host:port"
+            out |= _keys(inner[0], prefix + spec.name + ".")
+    return out
+
+
+def _dumped_keys(data: object, prefix: str = "") -> set[str]:
+    out = set()
+    if isinstance(data, dict) and all(isinstance(k, str) and not k.startswith(".") for k in data):
+        for key, value in data.items():
+            out.add(prefix + key)
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, dict) and key not in ("headers", "env", "interpreters"):
+                    out |= _dumped_keys(item, prefix + key + ".")
+    return out
+
+
+def test_dump_writes_every_key_of_every_dataclass(base: Path) -> None:
+    data = yaml.safe_load(dump(loads(BOTH_HANDLERS, base)))
+    assert _dumped_keys(data) == _keys(Config)
+
+
+def test_dump_loads_back_to_an_equal_config(base: Path) -> None:
+    (base / "logs").mkdir()
+    config = loads(
+        "listen: [':0', 'unix:forkd.sock', '[::1]:0']\nunix_mode: '0600'\naccess_log: logs/a.log\n"
+        "workers: auto\ntimeouts: {header: 2.5}\n"
+        + BOTH_HANDLERS.replace(
+            "{root: www}", "{root: www, error_pages: {404: e.html}, headers: {X-A: b}, index: []}"
+        ),
+        base,
+    )
+    text = dump(config)
+    again = loads(text, base / "logs")  # another base: nothing relative is left in the dump
+    assert again == config
+    assert dump(again) == text
