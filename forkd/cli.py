@@ -40,7 +40,29 @@ RELOAD_WAIT = 45.0  # seconds: above the master's boot timeout for a new generat
 POLL = 0.02
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+HELP = """Serve static files and CGI over HTTP/1.1: a master process and prefork workers.
+
+forkd runs in the foreground (as systemd expects); Ctrl-C stops it at once, SIGTERM gracefully.
+
+\b
+Examples:
+  forkd -c /etc/forkd/site.yaml            serve the site (foreground)
+  forkd -c /etc/forkd/site.yaml -t         check the config, list its problems
+  forkd -c /etc/forkd/site.yaml -T         print the effective config
+  forkd -c /etc/forkd/site.yaml -s reload  reload, wait; exit 1 if refused
+  forkd -c /etc/forkd/site.yaml -s stop    graceful stop; waits for the exit
+"""
+
+EPILOG = """The configuration keys, signals, logs and the systemd set-up are described in the
+operator's guide: README.md in the forkd sources (sections "Set-up" and "Operator's guide")."""
+
+
+@click.command(
+    help=HELP,
+    epilog=EPILOG,
+    short_help="A prefork HTTP/1.1 server for static files and CGI.",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "-c",
     "--config",
@@ -48,7 +70,7 @@ POLL = 0.02
     required=True,
     metavar="FILE",
     type=click.Path(dir_okay=False),
-    help="The YAML configuration file.",
+    help="The YAML configuration file (relative paths in it resolve against its directory).",
 )
 @click.option("-t", "--check", is_flag=True, help="Validate the configuration and exit.")
 @click.option(
@@ -62,11 +84,11 @@ POLL = 0.02
     "--signal",
     "action",
     type=click.Choice(list(ACTIONS)),
-    help="Signal the running master: reload (and wait), stop, quit or reopen.",
+    help="Signal the running master found through FILE's pidfile: reload (and wait for the "
+    "outcome), stop (graceful), quit (fast) or reopen (the log files).",
 )
 @click.version_option(__version__, "--version", prog_name="forkd", message="%(prog)s %(version)s")
 def main(config_file: str, check: bool, print_config: bool, action: str | None) -> None:
-    """forkd: a prefork HTTP/1.1 server for static files and CGI."""
     if (check or print_config) and action:
         raise click.UsageError("--check, -T and -s do not go together")
     if print_config:

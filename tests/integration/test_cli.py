@@ -182,3 +182,24 @@ def test_print_config_of_a_broken_config_fails_like_check(tmp_path: Path) -> Non
         == checked.stderr
         == ('site.yaml:1:10: workers: expected an integer >= 1 or "auto", got 0\n')
     )
+
+
+# -- --help ---------------------------------------------------------------------------------------
+
+
+def test_help_describes_gives_examples_and_points_to_the_readme() -> None:
+    result = forkd("--help")
+    assert result.returncode == 0
+    text = result.stdout
+    assert "static files and CGI" in text
+    for example in (
+        "forkd -c /etc/forkd/site.yaml ",
+        "forkd -c /etc/forkd/site.yaml -t",
+        "forkd -c /etc/forkd/site.yaml -T",
+        "forkd -c /etc/forkd/site.yaml -s reload",
+    ):
+        assert f"\n    {example}" in text  # kept on its own line, as written
+    assert "-T, --print-config" in text
+    assert "README.md" in " ".join(text.split())  # the pointer to the operator's guide
+    assert max(map(len, text.splitlines())) <= 80  # readable in a plain terminal
+    assert forkd("-h").stdout == text
