@@ -140,8 +140,8 @@ def serve(config_file: str) -> int:
     try:
         return master.run(config, log)
     except master.StartupError as exc:
-        log.error(f"cannot start: {exc}")
-        return fail(f"not started: {exc}")  # on the terminal too, even when the log goes elsewhere
+        # The master's last log line says why; the terminal gets it too, wherever the log goes.
+        return fail(f"not started: {exc}")
 
 
 # -- signalling a running master ------------------------------------------------------------------
