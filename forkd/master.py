@@ -757,10 +757,10 @@ class Master:
         """TERM (graceful) or INT/QUIT (fast); a fast stop may cut a graceful one short."""
         config = self.generation.config if self.generation else self.first_config
         wait = config.timeouts.graceful if graceful else FAST_STOP_WAIT
-        if self.stop_deadline is None or not graceful:
-            kind = "graceful stop" if graceful else "fast stop"
-            later = f" during a {self.stop_reason}" if self.stop_reason else ""
-            self.stop_reason = f"{kind} on {why}{later}"
+        if self.stop_deadline is None:
+            self.stop_reason = f"{'graceful' if graceful else 'fast'} stop on {why}"
+        elif not graceful and self.stop_reason.startswith("graceful"):
+            self.stop_reason = f"fast stop on {why} during a {self.stop_reason}"
         if self.stop_deadline is None:
             self.stop_started = time.monotonic()
             self.notifier.stopping()
