@@ -2,6 +2,7 @@
 
     forkd -c FILE                      run in the foreground (what systemd expects)
     forkd -c FILE -t | --check         validate FILE and exit 0 (ok) or 1 (one line per problem)
+    forkd -c FILE -T | --print-config  validate, then print the effective config as YAML
     forkd -c FILE -s reload            reload the running master and wait for the outcome
     forkd -c FILE -s stop | quit       graceful (TERM) or fast (QUIT) stop; waits for the exit
     forkd -c FILE -s reopen            reopen the log files (USR1)
@@ -26,7 +27,7 @@ import click
 import yaml
 
 from forkd import __version__, pidfile
-from forkd.config import ConfigError, load
+from forkd.config import ConfigError, dump, load
 from forkd.logs import ErrorLog
 
 ACTIONS = {
@@ -39,7 +40,29 @@ RELOAD_WAIT = 45.0  # seconds: above the master's boot timeout for a new generat
 POLL = 0.02
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+HELP = """Serve static files and CGI over HTTP/1.1: a master process and prefork workers.
+
+forkd runs in the foreground (as systemd expects); Ctrl-C stops it at once, SIGTERM gracefully.
+
+\b
+Examples:
+  forkd -c /etc/forkd/site.yaml            serve the site (foreground)
+  forkd -c /etc/forkd/site.yaml -t         check the config, list its problems
+  forkd -c /etc/forkd/site.yaml -T         print the effective config
+  forkd -c /etc/forkd/site.yaml -s reload  reload, wait; exit 1 if refused
+  forkd -c /etc/forkd/site.yaml -s stop    graceful stop; waits for the exit
+"""
+
+EPILOG = """The configuration keys, signals, logs and the systemd set-up are described in the
+operator's guide: README.md in the forkd sources (sections "Set-up" and "Operator's guide")."""
+
+
+@click.command(
+    help=HELP,
+    epilog=EPILOG,
+    short_help="A prefork HTTP/1.1 server for static files and CGI.",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "-c",
     "--config",
@@ -47,21 +70,29 @@ POLL = 0.02
     required=True,
     metavar="FILE",
     type=click.Path(dir_okay=False),
-    help="The YAML configuration file.",
+    help="The YAML configuration file (relative paths in it resolve against its directory).",
 )
 @click.option("-t", "--check", is_flag=True, help="Validate the configuration and exit.")
+@click.option(
+    "-T",
+    "--print-config",
+    is_flag=True,
+    help="Validate, then print the effective configuration (every default, absolute paths).",
+)
 @click.option(
     "-s",
     "--signal",
     "action",
     type=click.Choice(list(ACTIONS)),
-    help="Signal the running master: reload (and wait), stop, quit or reopen.",
+    help="Signal the running master found through FILE's pidfile: reload (and wait for the "
+    "outcome), stop (graceful), quit (fast) or reopen (the log files).",
 )
 @click.version_option(__version__, "--version", prog_name="forkd", message="%(prog)s %(version)s")
-def main(config_file: str, check: bool, action: str | None) -> None:
-    """forkd: a prefork HTTP/1.1 server for static files and CGI."""
-    if check and action:
-        raise click.UsageError("--check and -s do not go together")
+def main(config_file: str, check: bool, print_config: bool, action: str | None) -> None:
+    if (check or print_config) and action:
+        raise click.UsageError("--check, -T and -s do not go together")
+    if print_config:
+        sys.exit(show_config(config_file))
     if check:
         sys.exit(check_config(config_file))
     if action:
@@ -80,6 +111,18 @@ def check_config(config_file: str) -> int:
     return 0
 
 
+def show_config(config_file: str) -> int:
+    """-T: the config as forkd will run it, on stdout; the same problem lines as --check."""
+    try:
+        config = load(config_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        return 1
+    click.echo(dump(config), nl=False)
+    return 0
+
+
 def serve(config_file: str) -> int:
     from forkd import master  # the master pulls in fork/worker machinery only a server needs
 
@@ -87,19 +130,18 @@ def serve(config_file: str) -> int:
         config = load(config_file)
     except ConfigError as exc:
         for problem in exc.problems:
-            click.echo(problem, err=True)
-        return 1
+            click.echo(f"forkd: {problem}", err=True)
+        count = len(exc.problems)
+        return fail(f"not started: {count} problem{'s' if count > 1 else ''} in {config_file}")
     try:
         log = ErrorLog(config.error_log, config.log_level)
     except OSError as exc:
-        return fail(f"cannot open error_log {config.error_log}: {exc.strerror}")
+        return fail(f"not started: cannot open error_log {config.error_log}: {exc.strerror}")
     try:
         return master.run(config, log)
     except master.StartupError as exc:
-        log.error(f"cannot start: {exc}")
-        if config.error_log != "-":
-            click.echo(f"forkd: cannot start: {exc}", err=True)
-        return 1
+        # The master's last log line says why; the terminal gets it too, wherever the log goes.
+        return fail(f"not started: {exc}")
 
 
 # -- signalling a running master ------------------------------------------------------------------

@@ -2,15 +2,26 @@
 
 This is the only module that reads YAML. Every setting is a field of a frozen dataclass below and its
 default lives there, nowhere else. One generic builder walks the YAML mapping against the dataclass
-fields: unknown keys, wrong types and bad values become `key.path: reason` lines, and all of them are
-collected and reported together in one ConfigError. Relative paths resolve against the directory of
-the config file. Nothing here binds, forks or reads the environment.
+fields: unknown keys, wrong types and bad values become problems, and all of them are collected and
+reported together in one ConfigError. Relative paths resolve against the directory of the config file.
+Nothing here binds, forks or reads the environment.
+
+Where a problem is: the YAML text is composed into a node tree first (PyYAML keeps each node's line
+and column), then constructed into plain data. One walk over the tree records, for every key path the
+builder can name (`routes[0].static.root`), where its key and its value start, and finds keys repeated
+in one mapping (PyYAML would silently keep the last). A problem is then printed compiler-style,
+`site.yaml:7:11: routes[0].static.root: no such directory: /srv/www`; a path the file does not
+spell out (a missing required key) takes the position of the nearest enclosing one that it does.
+
+The opposite direction, `dump`, walks the same dataclasses and writes the effective configuration
+back as YAML that this module accepts again (the `-T` of the command line).
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import difflib
 import grp
 import os
 import pwd
@@ -27,12 +38,31 @@ import yaml
 from forkd import tls
 
 
-class ConfigError(Exception):
-    """One or more problems, each a `key.path: reason` line."""
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: where (key path, line, column) and why."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+    key: str  # `routes[0].static.root`; "" when the problem is the file itself (unreadable, syntax)
+    reason: str
+    line: int = 0  # 1-based position in the file; 0 when unknown
+    column: int = 0
+
+    def format(self, file: str) -> str:
+        where = f"{file}:{self.line}:{self.column}" if self.line else file
+        return f"{where}: {self.key}: {self.reason}" if self.key else f"{where}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """One or more problems with the config file `file`, in the order they appear in it.
+
+    `problems` holds one printable line per problem: `FILE:LINE:COLUMN: key.path: reason`.
+    """
+
+    def __init__(self, file: str, found: list[Problem]) -> None:
+        self.file = file
+        self.found = sorted(found, key=lambda p: (p.line == 0, p.line, p.column))
+        self.problems = [problem.format(file) for problem in self.found]
+        super().__init__("\n".join(self.problems))
 
 
 # Field metadata understood by the builder.
@@ -167,66 +197,122 @@ NOT_KEYS = {"source"}
 
 
 def load(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a config file; raise ConfigError listing every problem."""
+    """Read and validate a config file; raise ConfigError listing every problem.
+
+    Problems name the file as it was given (`site.yaml`, as the operator typed it); the config's
+    `source` is the absolute path.
+    """
+    name = os.fspath(path)
     path = Path(path).absolute()
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        raise ConfigError(name, [Problem("", f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    config = _build(_parse(text, str(path)), path.parent)
+        raise ConfigError(name, [Problem("", "not UTF-8 text")]) from None
+    config = _build(text, path.parent, name)
     return dataclasses.replace(config, source=path)
 
 
-def loads(text: str, base: Path) -> Config:
+def loads(text: str, base: Path, name: str = "<text>") -> Config:
     """Validate YAML text whose relative paths resolve against base (for tests and tools)."""
-    return _build(_parse(text, "<text>"), base)
+    return _build(text, base, name)
 
 
-def _parse(text: str, name: str) -> Any:
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{name}: YAML syntax error{where}: {problem}"]) from None
-    return {} if data is None else data
+Position = tuple[int, int]  # 1-based line and column
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _build(data: Any, base: Path) -> Config:
-    builder = _Builder(base)
+def _build(text: str, base: Path, name: str) -> Config:
+    data, marks, found = _parse(text, name)
+    builder = _Builder(base, marks)
     config = builder.build(Config, data, "")
-    if builder.problems:
-        raise ConfigError(builder.problems)
+    found += builder.problems
+    if found:
+        raise ConfigError(name, found)
     return config
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (PyYAML silently keeps the last)."""
+def _parse(text: str, name: str) -> tuple[Any, dict[str, tuple[Position, Position]], list[Problem]]:
+    """(the data, where each key path's key and value start, the repeated keys)."""
+    marks: dict[str, tuple[Position, Position]] = {}
+    repeated: list[Problem] = []
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            # Before construction, which flattens merge keys (`<<: *defaults`) into the mappings.
+            marks[""] = (_position(node), _position(node))
+            _walk(node, "", marks, repeated, set())
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        at = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise ConfigError(name, [Problem("", f"YAML syntax error: {problem}", *at)]) from None
+    finally:
+        loader.dispose()  # type: ignore[no-untyped-call]
+    return ({} if data is None else data), marks, repeated
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if isinstance(key, collections.abc.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
+
+def _walk(
+    node: yaml.Node,
+    path: str,
+    marks: dict[str, tuple[Position, Position]],
+    repeated: list[Problem],
+    visited: set[int],
+) -> None:
+    """Record the key and value positions under `path`, and every key repeated in one mapping."""
+    if id(node) in visited:  # an alias: already walked where its anchor is (and no cycles)
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == MERGE_TAG:
+                continue  # merged keys may be overridden; unhashable keys PyYAML refuses
+            where = _join(path, key_node.value)
+            key_at = _position(key_node)
+            if key_node.value in first_line:
+                first = first_line[key_node.value]
+                repeated.append(Problem(where, f"duplicate key (first on line {first})", *key_at))
+            first_line.setdefault(key_node.value, key_at[0])
+            # A repeated key: the last one given wins, as in the constructed data.
+            marks[where] = (key_at, _position(value_node))
+            _walk(value_node, where, marks, repeated, visited)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            where = f"{path}[{index}]"
+            marks[where] = (_position(item), _position(item))
+            _walk(item, where, marks, repeated, visited)
+
+
+def _position(node: yaml.Node) -> Position:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _parent(path: str) -> str:
+    """`routes[0].static.root` → `routes[0].static` → `routes[0]` → `routes` → ``."""
+    cut = max(path.rfind("."), path.rfind("["))
+    return path[:cut] if cut > 0 else ""
 
 
 class _Builder:
     """Turns plain YAML data into dataclasses, collecting problems instead of stopping at the first."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, marks: Mapping[str, tuple[Position, Position]]) -> None:
         self.base = base
-        self.problems: list[str] = []
+        self.marks = marks
+        self.problems: list[Problem] = []
 
-    def fail(self, path: str, reason: str) -> None:
-        self.problems.append(f"{path or '(top level)'}: {reason}")
+    def fail(self, path: str, reason: str, at_key: bool = False) -> None:
+        """Record a problem at the value of `path` (or at its key, for a key that is wrong)."""
+        found = path
+        while found and found not in self.marks:
+            found = _parent(found)
+        key_at, value_at = self.marks.get(found, ((0, 0), (0, 0)))
+        at = key_at if at_key and found == path else value_at
+        self.problems.append(Problem(path or "(top level)", reason, *at))
 
     def build(self, cls: type, data: Any, path: str) -> Any:
         if not isinstance(data, dict):
@@ -236,7 +322,7 @@ class _Builder:
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_KEYS}
         for key in data:
             if key not in fields:
-                self.fail(_join(path, key), "unknown key")
+                self.fail(_join(path, key), _unknown(key, fields), at_key=True)
         values = {}
         for name, spec in fields.items():
             if name not in data:
@@ -504,7 +590,7 @@ class _Builder:
                 self.fail(f"{where}.{which}", reason)
         mode = values.get("client_certificates", "none")
         client_ca = values.get("client_ca")
-        reported = any(p.startswith(f"{path}.client_ca:") for p in self.problems)
+        reported = any(p.key == f"{path}.client_ca" for p in self.problems)
         if mode != "none" and client_ca is None and not reported:
             self.fail(f"{path}.client_ca", f"required when client_certificates is {mode}")
         elif isinstance(client_ca, Path):
@@ -532,6 +618,70 @@ class _Builder:
                 catch_all = i
 
 
+# -- the effective configuration, back as YAML ----------------------------------------------------
+
+DUMP_HEADER = (
+    "# forkd: the effective configuration. Every default is filled in and every path is absolute;\n"
+    "# forkd accepts this file as it is (forkd -c FILE -T prints it again unchanged).\n"
+)
+
+
+def dump(config: Config) -> str:
+    """The config as YAML that `load` accepts again and that loads to an equal Config.
+
+    Generic over the dataclasses, so a new key appears here without a change: dataclasses become
+    mappings, tuples lists, paths strings. Only fields with a grammar of their own (the builder's
+    `_field_*` methods) have a `_dump_*` counterpart. An absent optional section (a route's
+    other handler types) is left out rather than written as null.
+    """
+    return DUMP_HEADER + yaml.dump(
+        _dump_fields(config), Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True
+    )
+
+
+class _IndentedDumper(yaml.SafeDumper):
+    """Indent list items under their key, as people write them (PyYAML puts them flush)."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)  # type: ignore[no-untyped-call]
+
+
+def _dump_fields(obj: Any) -> dict[str, Any]:
+    cls = type(obj)
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for spec in dataclasses.fields(obj):
+        value = getattr(obj, spec.name)
+        if spec.name in NOT_KEYS or (value is None and _is_section(hints[spec.name])):
+            continue
+        special = _DUMP_SPECIAL.get((cls.__name__, spec.name))
+        out[spec.name] = special(value) if special else _dump_value(value)
+    return out
+
+
+def _dump_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _dump_fields(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_dump_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _dump_value(item) for key, item in value.items()}
+    return value
+
+
+def _is_section(hint: Any) -> bool:
+    """An optional dataclass: `static: StaticConfig | None`."""
+    return any(dataclasses.is_dataclass(arg) for arg in typing.get_args(hint))
+
+
+_DUMP_SPECIAL: dict[tuple[str, str], Any] = {
+    ("Config", "listen"): lambda addresses: [str(address) for address in addresses],
+    ("Config", "unix_mode"): lambda mode: f"{mode:04o}",
+}
+
+
 def parse_listen(text: Any) -> ListenAddress | str:
     """Parse "host:port", "[v6]:port" or "unix:/path"; a string result is the reason it is invalid."""
     if not isinstance(text, str):
@@ -546,8 +696,10 @@ def parse_listen(text: Any) -> ListenAddress | str:
     else:
         host, sep, port = text.rpartition(":")
         family = "inet"
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not port.isascii() or not port.isdigit():
         return f'expected "host:port", "[v6]:port" or "unix:/path", got {text!r}'
+    if int(port) > 65535:
+        return f"port {int(port)} is out of range (0 to 65535)"
     if family == "inet" and ":" in host:
         return f"IPv6 addresses need brackets: [{host}]:{port}"
     return ListenAddress(family, host or "0.0.0.0", int(port))  # type: ignore[arg-type]
@@ -568,6 +720,12 @@ def _unreadable(path: Path) -> str:
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror}"
     return ""
+
+
+def _unknown(key: Any, known: Mapping[str, Any]) -> str:
+    """`unknown key`, with the nearest known key when one is close enough to be a typo."""
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+    return f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
 
 
 def _join(path: str, key: Any) -> str:

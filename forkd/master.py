@@ -29,7 +29,9 @@ an outside SIGKILL ended it), is a crash: replacements are then delayed by a bac
 up to BACKOFF_MAX, so a broken deployment never becomes a fork storm. Every exit is logged with its
 cause. The master is a child subreaper: scripts a killed worker left running become its children,
 and their process groups are killed when the worker is reaped. When a stop begins the master
-closes its listeners, so new connections are refused instead of queued for nobody.
+closes its listeners, so new connections are refused instead of queued for nobody. Its last log
+line says that it is exiting, with which code and why (the stop signal, a start that failed, a
+crash), so an error log always ends with the reason the server went away.
 
 The master keeps the privileges it started with and only workers switch to `user`/`group` (after
 fork, before they run any request code): a reload may bind a new privileged port, re-open
@@ -51,6 +53,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NoReturn
 
 from setproctitle import setproctitle
@@ -145,15 +148,17 @@ class Master:
         # Listeners no longer configured: (the last generation that used them, the listeners).
         self.closing: list[tuple[int, list[Listener]]] = []
         self.stop_deadline: float | None = None
+        self.stop_started = 0.0
+        self.stop_reason = ""  # why the master is stopping, for its last log line
         self.exit_code = 0
         self.signals: list[int] = []
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         self.signal_table: dict[int, Callable[[], None]] = {
             signal.SIGHUP: self.reload,
-            signal.SIGTERM: self.graceful_stop,
-            signal.SIGINT: self.fast_stop,
-            signal.SIGQUIT: self.fast_stop,
+            signal.SIGTERM: partial(self.stop, graceful=True, why="SIGTERM"),
+            signal.SIGINT: partial(self.stop, graceful=False, why="SIGINT"),
+            signal.SIGQUIT: partial(self.stop, graceful=False, why="SIGQUIT"),
             signal.SIGTTIN: self.more_workers,
             signal.SIGTTOU: self.fewer_workers,
             signal.SIGUSR1: self.reopen_logs,
@@ -168,16 +173,26 @@ class Master:
         try:
             self.start()
             self.loop()
-        except StartupError:
+        except StartupError as exc:
+            self.exit_code, self.stop_reason = 1, f"cannot start: {exc}"
             self.kill_all("startup failed")
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever broke, the workers must not outlive us
             self.log.error(f"master crashed: {traceback.format_exc()}")
             self.kill_all("master crashed")
-            self.exit_code = 1
+            self.exit_code, self.stop_reason = 1, "the master crashed (traceback above)"
         finally:
             self.cleanup()
+            self.log_exit()
         return self.exit_code
+
+    def log_exit(self) -> None:
+        """The last line of the log: the exit code and why."""
+        why = self.stop_reason or "stopped"
+        if self.stop_started:
+            why += f", done in {time.monotonic() - self.stop_started:.1f}s"
+        level = self.log.info if self.exit_code == 0 else self.log.error
+        level(f"exiting with code {self.exit_code}: {why}")
 
     def start(self) -> None:
         config = self.first_config
@@ -756,16 +771,16 @@ class Master:
         for record in self.workers.values():
             self.send(record, signal.SIGUSR1)
 
-    def graceful_stop(self) -> None:
-        self.stop(graceful=True)
-
-    def fast_stop(self) -> None:
-        self.stop(graceful=False)
-
-    def stop(self, graceful: bool) -> None:
+    def stop(self, graceful: bool, why: str) -> None:
+        """TERM (graceful) or INT/QUIT (fast); a fast stop may cut a graceful one short."""
         config = self.generation.config if self.generation else self.first_config
         wait = config.timeouts.graceful if graceful else FAST_STOP_WAIT
         if self.stop_deadline is None:
+            self.stop_reason = f"{'graceful' if graceful else 'fast'} stop on {why}"
+        elif not graceful and self.stop_reason.startswith("graceful"):
+            self.stop_reason = f"fast stop on {why} during a {self.stop_reason}"
+        if self.stop_deadline is None:
+            self.stop_started = time.monotonic()
             self.notifier.stopping()
             self.log.info("stopping gracefully" if graceful else "stopping now")
             # New connections are refused from now on (the workers close their copies as they
@@ -786,10 +801,12 @@ class Master:
         assert self.stop_deadline is not None
         if time.monotonic() < self.stop_deadline:
             return
-        for record in list(self.workers.values()):
-            if record.killed != "did not stop in time":
-                record.killed = ""
-                self.kill(record, "did not stop in time")
+        late = [r for r in self.workers.values() if r.killed != "did not stop in time"]
+        for record in late:
+            record.killed = ""
+            self.kill(record, "did not stop in time")
+        if late:
+            self.stop_reason += f"; {len(late)} worker(s) killed after the stop timeout"
 
     def set_title(self, generation: int) -> None:
         setproctitle(f"forkd: master [gen {generation}] -c {self.config_path}")

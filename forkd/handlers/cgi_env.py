@@ -89,7 +89,8 @@ def locate(root_real: str, prefix: str, rest: str, interpreters: Mapping[str, st
             path_info=rest[len(script_part):],
             argv=_argv(current, interpreters),
         )
-    raise NotFound("no script named")  # the root itself or a directory: never listed
+    # The root itself or a directory below it: CGI directories are never listed.
+    raise NotFound("This path names a directory, not a script; CGI directories are never listed.")
 
 
 def _mode(path: str, stat_call: Callable[[str], os.stat_result]) -> int:

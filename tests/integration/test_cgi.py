@@ -345,6 +345,13 @@ def test_lookup_statuses(daemon: Daemon, path: str, status: int) -> None:
     assert daemon.get(path)[0] == status
 
 
+@pytest.mark.parametrize("path", ["/cgi/", "/demo/"])
+def test_a_directory_is_not_a_script_and_the_page_says_so(daemon: Daemon, path: str) -> None:
+    status, _, body = daemon.get(path)
+    assert status == 404
+    assert b"<p>This path names a directory, not a script; CGI directories are never listed.</p>" in body
+
+
 def test_unreadable_interpreter_extension_without_interpreter_is_403(daemon: Daemon) -> None:
     assert daemon.get("/fast/page.php")[0] == 403  # .php has no interpreter on /fast/
 

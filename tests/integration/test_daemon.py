@@ -46,14 +46,18 @@ def alive(pid: int) -> bool:
         return False
 
 
-def forkd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def forkd(
+    *args: str, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
         [sys.executable, "-m", "forkd", *args],
+        check=False,
         capture_output=True,
         text=True,
         env=env,
         timeout=timeout,
+        cwd=cwd,
     )
 
 
@@ -499,12 +503,13 @@ def test_check_command(make_daemon: MakeDaemon, tmp_path: Path) -> None:
     result = forkd("-t", "-c", str(bad))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "workers: expected an integer >= 1 or \"auto\", got 'many'",
-        "routes[0].static.root: no such directory: /no/such/dir",
+        f"{bad}:1:10: workers: expected an integer >= 1 or \"auto\", got 'many'",
+        f"{bad}:4:20: routes[0].static.root: no such directory: /no/such/dir",
     ]
+    assert result.stdout == ""
     bad.write_text("routes:\n  - prefix: /\n   static: {}\n")
     result = forkd("-t", "-c", str(bad))
-    assert result.returncode == 1 and "YAML syntax error (line 3" in result.stderr
+    assert result.returncode == 1 and f"{bad}:3:4: YAML syntax error: " in result.stderr
     assert forkd("--version").stdout.startswith("forkd ")
 
 
@@ -529,7 +534,9 @@ def test_startup_failure_is_reported(tmp_path: Path) -> None:
         )
         result = forkd("-c", str(config), timeout=15)
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"forkd: not started: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
 
 
 def test_a_second_master_on_the_same_pidfile_refuses_to_start(

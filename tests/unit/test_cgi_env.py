@@ -186,9 +186,13 @@ def test_chunked_body_gives_its_decoded_length() -> None:
 
 
 def test_https_only_on_tls() -> None:
-    env = environ(make_request(conn=ConnectionInfo("::1", 1, "::1", 443, scheme="https")))
+    tls = {"HTTPS": "on", "SSL_PROTOCOL": "TLSv1.3", "SSL_CLIENT_VERIFY": "NONE"}
+    env = environ(make_request(conn=ConnectionInfo("::1", 1, "::1", 443, scheme="https",
+                                                   tls_variables=tls)))
     assert env["HTTPS"] == "on"
     assert env["REQUEST_SCHEME"] == "https"
+    assert env["SSL_PROTOCOL"] == "TLSv1.3" and env["SSL_CLIENT_VERIFY"] == "NONE"
+    assert "HTTPS" not in environ(make_request(conn=ConnectionInfo("::1", 1, "::1", 80)))
 
 
 def test_paths_are_utf8_and_query_is_raw_octets() -> None:
