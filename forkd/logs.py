@@ -5,12 +5,21 @@ os.write, so lines from several workers sharing one file never interleave. The a
 whole lines and is flushed by the worker loop (at the latest when a buffer passes 4 KiB, below
 PIPE_BUF, or when the loop goes idle); the error log writes at once. `reopen` re-opens the paths
 (USR1, after logrotate renamed the files).
+
+Opening is the dangerous part: the master opens (and with `user:` set, hands over) log files as
+root, in a directory the workers' user may own. `open_log` therefore never follows a symbolic link
+(O_NOFOLLOW: a planted link to /etc/shadow fails with ELOOP) and accepts only what a log can be: a
+regular file with a single name (a planted hard link is refused), or a character device or FIFO
+(/dev/null, /dev/full). `hand_over` changes the owner through the descriptor it opened (fchown),
+never by path, so the file chowned is the file checked.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from typing import TYPE_CHECKING
 
@@ -19,6 +28,48 @@ if TYPE_CHECKING:
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 FLUSH_AT = 4096
+# O_NONBLOCK only so that opening a FIFO nobody reads fails (ENXIO) instead of hanging the master.
+OPEN_FLAGS = (
+    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+)
+
+
+def open_log(path: str) -> int:
+    """Open a log file for appending, creating it 0640; refuse links and odd file types.
+
+    Raises OSError whose strerror says what is wrong (e.g. "is a symbolic link (not followed)").
+    """
+    try:
+        fd = os.open(path, OPEN_FLAGS, 0o640)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "is a symbolic link (not followed)", path) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            if info.st_nlink != 1:
+                raise OSError(errno.EMLINK, "has other hard links (refused)", path)
+        elif not (stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+            raise OSError(errno.EINVAL, "is not a regular file, device or FIFO", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def hand_over(path: str, uid: int | None, gid: int | None) -> None:
+    """Create the log at path (as open_log does) and give a regular file to uid/gid.
+
+    The master calls this as root before workers running as `user` open the file themselves.
+    """
+    fd = open_log(path)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+    finally:
+        os.close(fd)
 
 
 class LogFile:
@@ -27,6 +78,7 @@ class LogFile:
     def __init__(self, target: str | None) -> None:
         self.target = target
         self.fd = -1
+        self.problem = ""  # why the last reopen failed
         self.open()
 
     def open(self) -> None:
@@ -35,7 +87,7 @@ class LogFile:
         elif self.target == "-":
             self.fd = 2
         else:
-            self.fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            self.fd = open_log(self.target)
 
     def reopen(self) -> bool:
         """Open the path again (after logrotate renamed it); on failure keep the old file.
@@ -46,8 +98,9 @@ class LogFile:
         old = self.fd
         try:
             self.open()
-        except OSError:
+        except OSError as exc:
             self.fd = old
+            self.problem = exc.strerror or str(exc)
             return False
         if old > 2 and old != self.fd:
             os.close(old)
@@ -96,7 +149,9 @@ class ErrorLog:
     def reopen(self) -> bool:
         if self.file.reopen():
             return True
-        self.error(f"cannot reopen {self.file.target}: still writing to the old file")
+        self.error(
+            f"cannot reopen {self.file.target}: {self.file.problem}; still writing to the old file"
+        )
         return False
 
 

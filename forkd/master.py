@@ -55,7 +55,7 @@ from typing import NoReturn
 from setproctitle import setproctitle
 
 from forkd import listeners as listeners_module
-from forkd import pidfile, worker
+from forkd import logs, pidfile, worker
 from forkd.config import Config, ConfigError, load
 from forkd.listeners import Listener, ListenError
 from forkd.logs import LEVELS, ErrorLog
@@ -514,9 +514,9 @@ class Master:
             return
         assert self.generation is not None
         try:
-            listeners, new, dropped = self.plan_listeners(config)
             check_user(config)
             own_logs(config)
+            listeners, new, dropped = self.plan_listeners(config)
         except (ListenError, StartupError, OSError) as exc:
             self.log.error(f"reload rejected: {exc}")
             self.end_reload(serial, False, str(exc))
@@ -731,7 +731,7 @@ class Master:
         config = self.generation.config if self.generation else self.first_config
         try:
             own_logs(config)
-        except OSError as exc:
+        except StartupError as exc:
             self.log.error(f"cannot prepare the log files for the workers: {exc}")
         self.log.reopen()
         self.log.info("log files reopened")
@@ -844,17 +844,19 @@ def check_user(config: Config) -> None:
 
 
 def own_logs(config: Config) -> None:
-    """Create the log files and give them to the workers' user: they write and reopen them."""
+    """Create the log files and give them to the workers' user: they write and reopen them.
+
+    Raises StartupError naming the log; links are never followed (see forkd.logs.open_log).
+    """
     uid, gid = user_ids(config)
     if uid is None and gid is None:
         return
-    for target in (config.access_log, config.error_log):
+    for key, target in (("access_log", config.access_log), ("error_log", config.error_log)):
         if target and target != "-":
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
             try:
-                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-            finally:
-                os.close(fd)
+                logs.hand_over(target, uid, gid)
+            except OSError as exc:
+                raise StartupError(f"cannot open {key} {target}: {exc.strerror}") from None
 
 
 def drop_privileges(config: Config) -> None:
