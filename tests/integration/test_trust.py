@@ -158,3 +158,20 @@ def test_a_hard_link_to_a_root_file_is_not_handed_over(
     daemon.wait_for_log("has other hard links (refused)")
     poll(lambda: "log files reopened" in daemon.log(), 5, "master reopened its logs")
     assert_untouched(secret)
+
+
+def test_reload_status_is_not_written_through_a_planted_link(
+    make_daemon: MakeDaemon, shared: Path
+) -> None:
+    run = shared / "run"
+    run.mkdir()
+    os.chown(run, nobody(), -1)
+    daemon = start_as_nobody(make_daemon, shared, pidfile=str(run / "forkd.pid"))
+    secret = secret_file(shared)
+    # The first version wrote `.forkd.pid.reload.<master pid>.tmp` with O_CREAT|O_TRUNC.
+    (run / f".forkd.pid.reload.{daemon.pid}.tmp").symlink_to(secret)
+    result = forkd("-c", str(daemon.config_path), "-s", "reload")
+    assert result.returncode == 0, result.stderr
+    assert_untouched(secret)
+    assert not (run / "forkd.pid.reload").is_symlink()
+    assert (run / "forkd.pid").read_text() == f"{daemon.pid}\n"
