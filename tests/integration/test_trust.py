@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -175,3 +176,47 @@ def test_reload_status_is_not_written_through_a_planted_link(
     assert_untouched(secret)
     assert not (run / "forkd.pid.reload").is_symlink()
     assert (run / "forkd.pid").read_text() == f"{daemon.pid}\n"
+
+
+@pytest.mark.parametrize(("configured", "expected"), [("0660", 0o660), ("0666", 0o666)])
+def test_unix_socket_is_born_with_its_mode_whatever_the_umask(
+    make_daemon: MakeDaemon, shared: Path, configured: str, expected: int
+) -> None:
+    path = shared / "forkd.sock"
+    daemon = make_daemon(
+        {
+            "listen": ["127.0.0.1:0", f"unix:{path}"],
+            "unix_mode": configured,
+            "routes": [{"prefix": "/", "static": {"root": str(site(shared / "www"))}}],
+        },
+        start=False,
+    )
+    old_umask = os.umask(0o077)  # inherited by the daemon
+    try:
+        daemon.start()
+    finally:
+        os.umask(old_umask)
+    info = path.lstat()
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == expected
+    assert (info.st_uid, info.st_gid) == (0, 0)
+
+
+def test_a_link_in_place_of_the_unix_socket_is_refused(
+    make_daemon: MakeDaemon, shared: Path
+) -> None:
+    secret = secret_file(shared)
+    path = shared / "forkd.sock"
+    path.symlink_to(secret)
+    daemon = make_daemon(
+        {
+            "listen": [f"unix:{path}"],
+            "routes": [{"prefix": "/", "static": {"root": str(site(shared / "www"))}}],
+        },
+        start=False,
+    )
+    daemon.start(wait=False)
+    assert daemon.wait(30) == 1
+    assert "a file that is not a socket is in the way" in daemon.log()
+    assert path.is_symlink()
+    assert_untouched(secret)
