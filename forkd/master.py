@@ -100,6 +100,7 @@ class WorkerRecord:
     killed: str = ""  # why forkd sent SIGKILL (or QUIT), "" when it did not
     wants_retirement: bool = False
     replaces: int | None = None  # pid this worker takes over from once it is READY
+    boot_error: bytes | None = None  # why it could not boot, as it reported (worker.BOOT_FAILED)
 
     @property
     def config(self) -> Config:
@@ -386,6 +387,7 @@ class Master:
             self.selector.unregister(record.notify_fd)  # EOF: the worker is exiting
             return
         record.last_seen = time.monotonic()
+        data = take_boot_error(record, data)
         if worker.READY in data and not record.ready:
             self.on_ready(record)
         if worker.WANTS_RETIREMENT in data and not record.wants_retirement:
@@ -463,6 +465,7 @@ class Master:
     def on_exit(self, record: WorkerRecord, status: int) -> None:
         if record.notify_fd in self.selector.get_map():
             self.selector.unregister(record.notify_fd)
+        take_boot_error(record, drain(record.notify_fd))
         os.close(record.notify_fd)
         record.slot.close()
         lived = time.monotonic() - record.started
@@ -477,7 +480,8 @@ class Master:
             return
         pending = self.pending
         if pending and record.generation is pending.generation and not record.ready:
-            pending.failure = f"{record.describe()} {cause} before it was ready (see the error log)"
+            see = "" if record.boot_error else " (see the error log)"
+            pending.failure = f"{record.describe()} {cause} before it was ready{see}"
             return
         # A ready worker killed by a SIGKILL forkd did not send (the OOM killer, an operator) says
         # nothing about the deployment: replace it at once. Were it a crash, a few such kills in a
@@ -790,8 +794,20 @@ def exit_cause(status: int, record: WorkerRecord) -> str:
         return f"killed by {name}{why}"
     code = os.waitstatus_to_exitcode(status)
     if code == worker.EXIT_BOOT_FAILED:
-        return f"exited with code {code} (could not boot)"
+        why = f": {logs.escape(record.boot_error)}" if record.boot_error else ""
+        return f"exited with code {code} (could not boot{why})"
     return f"exited with code {code}"
+
+
+def take_boot_error(record: WorkerRecord, data: bytes) -> bytes:
+    """Keep what follows worker.BOOT_FAILED as the worker's reason; return the bytes before it."""
+    if record.boot_error is not None:
+        record.boot_error = (record.boot_error + data)[:500]
+        return b""
+    data, marker, reason = data.partition(worker.BOOT_FAILED)
+    if marker:
+        record.boot_error = reason
+    return data
 
 
 def children(pid: int) -> list[int]:
@@ -803,12 +819,15 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def drain(fd: int) -> None:
+def drain(fd: int) -> bytes:
+    """Everything readable on a non-blocking descriptor now."""
+    chunks = []
     try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except BlockingIOError:  # nothing more for now
         pass
+    return b"".join(chunks)
 
 
 def raise_nofile_limit() -> None:

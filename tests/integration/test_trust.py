@@ -220,3 +220,22 @@ def test_a_link_in_place_of_the_unix_socket_is_refused(
     assert "a file that is not a socket is in the way" in daemon.log()
     assert path.is_symlink()
     assert_untouched(secret)
+
+
+def test_a_worker_that_cannot_open_its_log_says_why_to_the_operator(
+    make_daemon: MakeDaemon, tmp_path: Path
+) -> None:
+    """Workers as nobody cannot reach logs under pytest's private (0700) tmp_path: the reason must
+    reach the master's error log and `forkd -s reload`, not only the master's stderr."""
+    daemon = make_daemon(
+        {"workers": 1, "routes": [{"prefix": "/", "static": {"root": str(site(tmp_path / "www"))}}]}
+    )
+    text = daemon.config_path.read_text() + "user: nobody\n"
+    daemon.config_path.write_text(text)
+    result = forkd("-c", str(daemon.config_path), "-s", "reload")
+    assert result.returncode == 1
+    reason = f"PermissionError: [Errno 13] Permission denied: '{daemon.dir / 'error.log'}'"
+    assert f"(could not boot: {reason}) before it was ready" in result.stderr, result.stderr
+    assert "see the error log" not in result.stderr
+    logged = daemon.error_log.read_text()  # the file alone, not the daemon's stderr
+    assert f"exited with code 3 (could not boot: {reason})" in logged
