@@ -148,7 +148,12 @@ def serve(config_file: str) -> int:
 
 
 def signal_master(config_file: str, action: str) -> int:
-    pid_path, graceful = pidfile_of(config_file)
+    try:
+        pid_path, graceful = pidfile_of(config_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        return fail(f"-s {action} needs the pidfile set in {config_file}, which cannot be read")
     if pid_path is None:
         return fail(f"{config_file} sets no pidfile: -s needs one to find the master")
     pid = pidfile.read(pid_path)
@@ -194,16 +199,19 @@ def wait_for_exit(pid: int, timeout: float) -> int:
 
 
 def pidfile_of(config_file: str) -> tuple[Path | None, float]:
-    """The pidfile and graceful timeout of a config, even a broken one: stopping must still work."""
+    """The pidfile and graceful timeout of a config, even an invalid one: stopping must still work.
+
+    Raises ConfigError (the file cannot be read, or is not YAML) when the pidfile cannot be known.
+    """
     try:
         config = load(config_file)
         return config.pidfile, config.timeouts.graceful
-    except ConfigError:
-        pass
+    except ConfigError as exc:
+        problems = exc
     try:
         data: Any = yaml.safe_load(Path(config_file).read_text())
-    except (OSError, yaml.YAMLError):
-        return None, 30.0
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise problems from None  # the unreadable file or the YAML error, with line and column
     value = data.get("pidfile") if isinstance(data, dict) else None
     if not isinstance(value, str) or not value:
         return None, 30.0

@@ -26,6 +26,7 @@ import grp
 import os
 import pwd
 import shutil
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -548,6 +549,7 @@ class _Builder:
         pidfile = values.get("pidfile")
         if isinstance(pidfile, Path) and not pidfile.parent.is_dir():
             self.fail("pidfile", f"no such directory: {pidfile.parent}")
+        self._check_master_directories(values)
 
     def _check_accounts(self, values: dict[str, Any]) -> None:
         user, group = values.get("user"), values.get("group")
@@ -561,6 +563,33 @@ class _Builder:
                 grp.getgrnam(group)
             except KeyError:
                 self.fail("group", f"no such group: {group}")
+
+    def _check_master_directories(self, values: dict[str, Any]) -> None:
+        """Refuse directories where others could swap the files the master writes (see below)."""
+        try:
+            account = pwd.getpwnam(values["user"]) if isinstance(values.get("user"), str) else None
+            group = grp.getgrnam(values["group"]) if isinstance(values.get("group"), str) else None
+        except KeyError:
+            return  # reported by _check_accounts
+        trusted = Trusted.of(
+            account.pw_uid if account else None,
+            group.gr_gid if group else (account.pw_gid if account else None),
+        )
+        places: list[tuple[str, str, bool]] = []  # (key path, file, in a sticky directory is safe)
+        for key in ("access_log", "error_log"):
+            target = values.get(key)
+            if isinstance(target, str) and target != "-":
+                places.append((key, target, False))
+        pidfile = values.get("pidfile")
+        if isinstance(pidfile, Path):
+            places.append(("pidfile", str(pidfile), True))
+        for i, address in enumerate(values.get("listen") or ()):
+            if isinstance(address, ListenAddress) and address.family == "unix":
+                places.append((f"listen[{i}]", address.path, True))
+        for key, target, sticky_ok in places:
+            reason = untrusted_directory(os.path.dirname(target), trusted, sticky_ok)
+            if reason:
+                self.fail(key, reason)
 
     def _check_listen(self, addresses: tuple[ListenAddress, ...]) -> None:
         seen: dict[str, int] = {}
@@ -680,6 +709,98 @@ _DUMP_SPECIAL: dict[tuple[str, str], Any] = {
     ("Config", "listen"): lambda addresses: [str(address) for address in addresses],
     ("Config", "unix_mode"): lambda mode: f"{mode:04o}",
 }
+
+
+# -- directories the master writes in ----------------------------------------------------------
+#
+# The master runs as root and creates, appends to and hands over files by name: the logs, the
+# pidfile and its reload status, unix sockets. Whoever can rename entries along such a path can
+# make those names point elsewhere (a link to /etc/shadow, a directory swapped for a link to /etc).
+# O_NOFOLLOW guards the last name only, so the directories themselves must be beyond the reach of
+# anyone but root, forkd's own user and the configured `user`/`group`:
+#
+# - the file's own directory is owned by one of them, and neither writable by others nor by a group
+#   other than theirs; a root-owned sticky directory (/tmp, /run/lock) is accepted for the pidfile
+#   and unix sockets only, which are created with O_EXCL or bind() and never reopened by name;
+# - every directory above it is owned by root (or forkd's user), and not writable by others or an
+#   untrusted group, unless it is sticky and the entry below it is root's (others can then neither
+#   rename nor remove that entry).
+# Both the path as written and the path with its links resolved are checked. A directory forkd
+# cannot look at (no permission) is not reported: the master, which can, checks again at start.
+
+
+@dataclass(frozen=True)
+class Trusted:
+    """The owners and groups that may write where the master writes."""
+
+    owners: frozenset[int]  # may own or write the file's own directory
+    groups: frozenset[int]
+    above_owners: frozenset[int]  # may own or write the directories above it
+    above_groups: frozenset[int]
+
+    @classmethod
+    def of(cls, uid: int | None, gid: int | None) -> Trusted:
+        us, our_groups = {0, os.geteuid()}, {0, os.getegid()}
+        return cls(
+            frozenset(us | ({uid} if uid is not None else set())),
+            frozenset(our_groups | ({gid} if gid is not None else set())),
+            frozenset(us),
+            frozenset(our_groups),
+        )
+
+
+def untrusted_directory(directory: str, trusted: Trusted, sticky_ok: bool) -> str | None:
+    """Why users other than the trusted ones could swap files in directory; None when they cannot."""
+    written = os.path.abspath(directory)
+    for path in dict.fromkeys((written, os.path.realpath(written))):
+        try:
+            reason = _own_directory(path, trusted, sticky_ok) or _directories_above(path, trusted)
+        except OSError:
+            return None  # missing (reported elsewhere) or not ours to look at
+        if reason:
+            return reason
+    return None
+
+
+def _own_directory(path: str, trusted: Trusted, sticky_ok: bool) -> str | None:
+    info = os.stat(path)
+    if sticky_ok and _sticky_root(info):
+        return None
+    if info.st_uid not in trusted.owners or _others_write(info, trusted.groups):
+        return _writable(path, info)
+    return None
+
+
+def _directories_above(path: str, trusted: Trusted) -> str | None:
+    entry = path
+    while entry != "/":
+        parent = os.path.dirname(entry)
+        info = os.stat(parent)  # the directory the name `entry` lives in, links followed
+        if info.st_uid not in trusted.above_owners or _others_write(info, trusted.above_groups):
+            below = os.lstat(entry)
+            if not (_sticky_root(info) and below.st_uid in trusted.above_owners):
+                return _writable(parent, info)
+        entry = parent
+    return None
+
+
+def _others_write(info: os.stat_result, groups: frozenset[int]) -> bool:
+    return bool(info.st_mode & stat.S_IWOTH) or (
+        bool(info.st_mode & stat.S_IWGRP) and info.st_gid not in groups
+    )
+
+
+def _sticky_root(info: os.stat_result) -> bool:
+    return bool(info.st_mode & stat.S_ISVTX) and info.st_uid == 0
+
+
+def _writable(path: str, info: os.stat_result) -> str:
+    try:
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        owner = str(info.st_uid)
+    mode = stat.S_IMODE(info.st_mode)
+    return f"directory {path} is writable by other users (owner {owner}, mode {mode:04o})"
 
 
 def parse_listen(text: Any) -> ListenAddress | str:

@@ -42,7 +42,7 @@ class Listener:
         self.sock.close()
         if self.owned and self.inode is not None and self.address.family == "unix":
             try:
-                info = os.stat(self.address.path)
+                info = os.lstat(self.address.path)
             except OSError:
                 return
             if (info.st_dev, info.st_ino) == self.inode:
@@ -80,7 +80,9 @@ def _bind_inet(address: ListenAddress, backlog: int) -> Listener:
 def _bind_unix(address: ListenAddress, backlog: int, unix_mode: int) -> Listener:
     _remove_stale_socket(address.path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    # The umask closes the window between bind() and chmod() in which the socket has default bits.
+    # bind() creates the file with mode 0777 & ~umask: with this umask it is born with exactly
+    # unix_mode, so no chmod by path (which a swapped name could redirect) is ever needed. The
+    # master is single-threaded, so the process-wide umask change affects nothing else.
     old_umask = os.umask(0o777 & ~unix_mode)
     try:
         sock.bind(address.path)
@@ -90,8 +92,7 @@ def _bind_unix(address: ListenAddress, backlog: int, unix_mode: int) -> Listener
     finally:
         os.umask(old_umask)
     try:
-        os.chmod(address.path, unix_mode)
-        info = os.stat(address.path)
+        info = os.lstat(address.path)
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
@@ -104,7 +105,7 @@ def _bind_unix(address: ListenAddress, backlog: int, unix_mode: int) -> Listener
 def _remove_stale_socket(path: str) -> None:
     """Unlink a socket file left by a dead server; refuse to touch a live one or a non-socket."""
     try:
-        info = os.stat(path)
+        info = os.lstat(path)  # a link is "not a socket": never followed, never removed
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(info.st_mode):

@@ -59,7 +59,7 @@ from typing import NoReturn
 from setproctitle import setproctitle
 
 from forkd import listeners as listeners_module
-from forkd import pidfile, tls, worker
+from forkd import logs, pidfile, tls, worker
 from forkd.config import Config, ConfigError, load
 from forkd.listeners import Listener, ListenError
 from forkd.logs import LEVELS, ErrorLog
@@ -107,6 +107,7 @@ class WorkerRecord:
     killed: str = ""  # why forkd sent SIGKILL (or QUIT), "" when it did not
     wants_retirement: bool = False
     replaces: int | None = None  # pid this worker takes over from once it is READY
+    boot_error: bytes | None = None  # why it could not boot, as it reported (worker.BOOT_FAILED)
 
     @property
     def config(self) -> Config:
@@ -410,6 +411,7 @@ class Master:
             self.selector.unregister(record.notify_fd)  # EOF: the worker is exiting
             return
         record.last_seen = time.monotonic()
+        data = take_boot_error(record, data)
         if worker.READY in data and not record.ready:
             self.on_ready(record)
         if worker.WANTS_RETIREMENT in data and not record.wants_retirement:
@@ -487,6 +489,7 @@ class Master:
     def on_exit(self, record: WorkerRecord, status: int) -> None:
         if record.notify_fd in self.selector.get_map():
             self.selector.unregister(record.notify_fd)
+        take_boot_error(record, drain(record.notify_fd))
         os.close(record.notify_fd)
         record.slot.close()
         lived = time.monotonic() - record.started
@@ -501,7 +504,8 @@ class Master:
             return
         pending = self.pending
         if pending and record.generation is pending.generation and not record.ready:
-            pending.failure = f"{record.describe()} {cause} before it was ready (see the error log)"
+            see = "" if record.boot_error else " (see the error log)"
+            pending.failure = f"{record.describe()} {cause} before it was ready{see}"
             return
         # A ready worker killed by a SIGKILL forkd did not send (the OOM killer, an operator) says
         # nothing about the deployment: replace it at once. Were it a crash, a few such kills in a
@@ -538,14 +542,14 @@ class Master:
             return
         assert self.generation is not None
         try:
+            check_user(config)
+            own_logs(config)
             listeners, new, dropped = self.plan_listeners(config)
-        except ListenError as exc:
+        except (ListenError, StartupError, OSError) as exc:
             self.log.error(f"reload rejected: {exc}")
             self.end_reload(serial, False, str(exc))
             return
         try:
-            check_user(config)
-            own_logs(config)
             contexts = tls_contexts(config, listeners)  # certificates and keys are read again
         except (StartupError, OSError, tls.TlsError) as exc:
             reason = f"tls: {exc}" if isinstance(exc, tls.TlsError) else str(exc)
@@ -764,7 +768,7 @@ class Master:
         config = self.generation.config if self.generation else self.first_config
         try:
             own_logs(config)
-        except OSError as exc:
+        except StartupError as exc:
             self.log.error(f"cannot prepare the log files for the workers: {exc}")
         self.log.reopen()
         self.log.info("log files reopened")
@@ -825,8 +829,20 @@ def exit_cause(status: int, record: WorkerRecord) -> str:
         return f"killed by {name}{why}"
     code = os.waitstatus_to_exitcode(status)
     if code == worker.EXIT_BOOT_FAILED:
-        return f"exited with code {code} (could not boot)"
+        why = f": {logs.escape(record.boot_error)}" if record.boot_error else ""
+        return f"exited with code {code} (could not boot{why})"
     return f"exited with code {code}"
+
+
+def take_boot_error(record: WorkerRecord, data: bytes) -> bytes:
+    """Keep what follows worker.BOOT_FAILED as the worker's reason; return the bytes before it."""
+    if record.boot_error is not None:
+        record.boot_error = (record.boot_error + data)[:500]
+        return b""
+    data, marker, reason = data.partition(worker.BOOT_FAILED)
+    if marker:
+        record.boot_error = reason
+    return data
 
 
 def children(pid: int) -> list[int]:
@@ -838,12 +854,15 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def drain(fd: int) -> None:
+def drain(fd: int) -> bytes:
+    """Everything readable on a non-blocking descriptor now."""
+    chunks = []
     try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except BlockingIOError:  # nothing more for now
         pass
+    return b"".join(chunks)
 
 
 def raise_nofile_limit() -> None:
@@ -879,17 +898,19 @@ def check_user(config: Config) -> None:
 
 
 def own_logs(config: Config) -> None:
-    """Create the log files and give them to the workers' user: they write and reopen them."""
+    """Create the log files and give them to the workers' user: they write and reopen them.
+
+    Raises StartupError naming the log; links are never followed (see forkd.logs.open_log).
+    """
     uid, gid = user_ids(config)
     if uid is None and gid is None:
         return
-    for target in (config.access_log, config.error_log):
+    for key, target in (("access_log", config.access_log), ("error_log", config.error_log)):
         if target and target != "-":
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
             try:
-                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-            finally:
-                os.close(fd)
+                logs.hand_over(target, uid, gid)
+            except OSError as exc:
+                raise StartupError(f"cannot open {key} {target}: {exc.strerror}") from None
 
 
 def drop_privileges(config: Config) -> None:

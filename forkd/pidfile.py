@@ -2,7 +2,8 @@
 
 The pidfile holds the master's pid followed by a newline. It is written atomically (a temporary
 file in the same directory, then rename) so a reader never sees it half written, and removed at
-exit only if it still holds our pid.
+exit only if it still holds our pid. The temporary file has an unpredictable name and is created
+O_EXCL|O_NOFOLLOW: a link planted in the directory can never redirect the root master's write.
 
 The reload status file (`PIDFILE.reload`) is how `forkd -s reload` learns the outcome of a reload
 that the running master performed, since a signal carries no reply. It is a small JSON object, also
@@ -20,20 +21,43 @@ reload.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# A new file or nothing: never an existing one, never through a link someone planted.
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
 
 def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    """Replace path with a file holding text, mode 0644, so that readers never see it half written.
+
+    The master writes these as root, possibly in a directory others can write to: the temporary
+    name is unpredictable and created with O_EXCL|O_NOFOLLOW, and rename(2) replaces the name
+    `path` itself (a link found there is replaced, not followed).
+    """
+    for _ in range(10):
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(temporary, CREATE_FLAGS, 0o644)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
     try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+        try:
+            os.fchmod(fd, 0o644)  # whatever the umask
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def write(path: Path, pid: int) -> None:

@@ -72,6 +72,7 @@ from forkd.tls_connection import TlsConnection
 READY = b"R"  # booted: handlers built, about to accept
 HEARTBEAT = b"."  # the loop is turning (at least once a second)
 WANTS_RETIREMENT = b"Q"  # worker_requests reached: start my replacement, then send me TERM
+BOOT_FAILED = b"!"  # could not boot: the rest, up to EOF, is the reason (the master logs it)
 
 EXIT_OK = 0
 EXIT_BOOT_FAILED = 3  # could not build handlers / set up: the master backs off instead of respawning at once
@@ -106,8 +107,13 @@ def run_worker(context: WorkerContext) -> int:
     """Run in the forked child until retired; return the exit code (the master calls os._exit)."""
     try:
         worker = Worker(context)
-    except Exception:  # noqa: BLE001 - any boot failure is EXIT_BOOT_FAILED
+    except Exception as exc:  # noqa: BLE001 - any boot failure is EXIT_BOOT_FAILED
         _boot_failure(context.config, traceback.format_exc())
+        reason = traceback.format_exception_only(exc)[-1].strip().encode("utf-8", "replace")
+        try:  # the worker may not be able to open its error log: the master can
+            os.write(context.notify_fd, BOOT_FAILED + reason[:500])
+        except OSError:
+            pass
         return EXIT_BOOT_FAILED
     return worker.run()
 

@@ -526,7 +526,7 @@ def test_workers_as_nobody_started_from_a_private_directory(make_daemon, tmp_pat
     """forkd started from a directory its workers' user may not enter (root's home, say)."""
     logs = Path(tempfile.mkdtemp(prefix="forkd-cgi-nobody-"))
     try:
-        logs.chmod(0o777)
+        logs.chmod(0o755)  # the master creates error.log and hands it to nobody
         server = make_daemon({"workers": 1, "user": "nobody", "error_log": str(logs / "error.log"),
                               "access_log": None,
                               "routes": [{"prefix": "/cgi/", "cgi": {"root": str(SCRIPTS)}}]},
