@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import trustme
 import yaml
 
 from forkd.config import Config, ConfigError, ListenAddress, dump, load, loads, parse_listen
@@ -316,7 +317,11 @@ def _dumped_keys(data: object, prefix: str = "") -> set[str]:
 
 
 def test_dump_writes_every_key_of_every_dataclass(base: Path) -> None:
-    data = yaml.safe_load(dump(loads(BOTH_HANDLERS, base)))
+    leaf = trustme.CA().issue_cert("localhost")
+    (base / "site.pem").write_bytes(leaf.cert_chain_pems[0].bytes())
+    leaf.private_key_pem.write_to_path(str(base / "site.key"))
+    tls = "tls: {certificates: [{cert: site.pem, key: site.key}]}\n"
+    data = yaml.safe_load(dump(loads(tls + BOTH_HANDLERS, base)))
     assert _dumped_keys(data) == _keys(Config)
 
 
