@@ -311,6 +311,21 @@ def test_absolute_form_target(server: Daemon) -> None:
     assert conn.response()[2] == b"<h1>hello</h1>\n"
 
 
+def test_connect_is_501_and_what_follows_is_never_a_request(server: Daemon) -> None:
+    """A well-formed CONNECT: forkd opens no tunnels (501, RFC 9110 §15.6.2), then closes, so the
+    bytes a client sent optimistically behind it (here a request) are never served."""
+    conn = connect(server)
+    conn.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+              b"GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, _ = conn.response()
+    assert status == 501
+    assert headers["connection"] == "close"
+    assert b"HTTP/1.1" not in conn.read_to_close()
+    conn = connect(server)
+    conn.send(b"CONNECT /index.html HTTP/1.1\r\nHost: a\r\n\r\n")  # not authority-form
+    assert conn.response()[0] == 400
+
+
 def test_leading_empty_lines_ignored(server: Daemon) -> None:
     conn = connect(server)
     conn.send(b"\r\n\r\nGET /index.html HTTP/1.1\r\nHost: a\r\n\r\n")
