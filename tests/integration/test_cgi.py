@@ -282,6 +282,7 @@ def test_local_redirect_is_served_internally(daemon: Daemon) -> None:
     assert env["REDIRECT_STATUS"] == "200"
     assert env["REDIRECT_URL"] == "/cgi/local-redirect.sh"
     assert env["REDIRECT_QUERY_STRING"] == "orig=1"
+    assert env["REDIRECT_REQUEST_METHOD"] == "POST"  # the original method, the target runs as GET
     assert "CONTENT_LENGTH" not in env
 
 

@@ -79,6 +79,18 @@ class Daemon:
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 
+    def barrier(self, timeout: float = 10.0) -> None:
+        """Return once the master has begun a new pass of its loop after this call.
+
+        The master logs every signal it dispatches at the top of its loop; USR1 (reopen the logs)
+        changes nothing a test looks at. Whatever the master decided in earlier passes (spawning,
+        retiring, killing) has then been done: a test can assert that something did *not* happen
+        without sleeping for a guessed while.
+        """
+        seen = self.log().count("received SIGUSR1")
+        self.signal(signal.SIGUSR1)
+        self.wait_for_log("received SIGUSR1", timeout, count=seen + 1)
+
     def wait(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
