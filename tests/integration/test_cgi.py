@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import LISTEN_RE, ROOT, Daemon
+from tests.support.tools import need_tool
 
 SCRIPTS = ROOT / "tests" / "cgi"
 PHP_CGI = shutil.which("php-cgi")
@@ -406,8 +407,8 @@ def test_leftover_grandchild_ignoring_term_is_killed(daemon: Daemon, tmp_path: P
 
 # -- other interpreters --------------------------------------------------------------------------
 
-@pytest.mark.skipif(PHP_CGI is None, reason="php-cgi is not installed")
 def test_php_get_and_post(daemon: Daemon) -> None:
+    need_tool("php-cgi")
     status, headers, body = daemon.get("/cgi/page.php/info?q=search")
     assert status == 200
     assert headers["x-powered-check"] == "php"

@@ -278,6 +278,7 @@ def test_reload_whose_workers_cannot_boot_is_rejected(
     daemon = make_daemon(static_config(site(tmp_path / "www", "old generation")))
     workers = daemon.worker_pids()
     # As "nobody" the new workers cannot open their logs under the test's private (0700) directory.
+    daemon.expect_tracebacks()  # the workers that cannot boot log why, with their traceback
     daemon.write_config(static_config(tmp_path / "www", user="nobody"))
     result = forkd("-c", str(daemon.config_path), "-s", "reload")
     assert result.returncode == 1
@@ -357,6 +358,7 @@ def test_crashing_workers_back_off(make_daemon: MakeDaemon, tmp_path: Path) -> N
     daemon = make_daemon(
         static_config(site(tmp_path / "www", "x"), access_log=str(logs / "access.log"))
     )
+    daemon.expect_tracebacks()  # every worker that cannot boot logs why, with its traceback
     logs.rename(tmp_path / "logs.away")
     logs.write_text("a file where the log directory was: new workers cannot open their log")
     for pid in daemon.worker_pids():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import ROOT, Daemon, poll
+from tests.support.tools import need_tool
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -45,11 +45,8 @@ def write_site(tmp_path: Path) -> Path:
     return config
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-socket-activate") is None,
-    reason="systemd-socket-activate is not installed",
-)
 def test_socket_activation(tmp_path: Path) -> None:
+    need_tool("systemd-socket-activate")
     config = write_site(tmp_path)
     log = tmp_path / "error.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -143,8 +140,7 @@ def test_sd_notify_messages_arrive_in_order(make_daemon: MakeDaemon, tmp_path: P
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed")
+    need_tool("systemd-analyze")
     units = [ROOT / "systemd" / "forkd.socket", ROOT / "systemd" / "forkd.service"]
     result = subprocess.run(
         ["systemd-analyze", "verify", *map(str, units)], check=False, capture_output=True,

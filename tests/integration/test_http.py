@@ -523,6 +523,7 @@ def test_smuggling_probe_gets_one_answer_then_close(server: Daemon, name: str) -
 
 
 def test_handler_exception_is_500_and_the_worker_survives(server: Daemon) -> None:
+    server.expect_tracebacks(1)  # provoked: the handler fails on purpose
     workers = server.worker_pids()
     conn = connect(server)
     status, _, body = conn.request("/boom")
@@ -534,6 +535,7 @@ def test_handler_exception_is_500_and_the_worker_survives(server: Daemon) -> Non
 
 
 def test_failing_body_iterator_aborts_only_its_connection(server: Daemon) -> None:
+    server.expect_tracebacks(1)  # provoked: the handler fails on purpose
     workers = server.worker_pids()
     conn = connect(server)
     conn.send(b"GET /bad-iterator HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -547,6 +549,7 @@ def test_failing_body_iterator_aborts_only_its_connection(server: Daemon) -> Non
 
 
 def test_response_splitting_header_becomes_500(server: Daemon) -> None:
+    server.expect_tracebacks(1)  # provoked: the handler fails on purpose
     conn = connect(server)
     status, headers, _ = conn.request("/bad-header")
     assert status == 500 and "set-cookie" not in headers

@@ -3,7 +3,9 @@
 The daemon runs in its own session (process group) with its error log in a file; its listeners bind
 port 0 and the master logs `listening on HOST:PORT` for each, which is how tests learn the port (no
 racy free-port probing). `ready: generation N` in the log means the workers accept. Teardown kills the
-whole group, so no test leaves a process behind.
+whole group, so no test leaves a process behind, and then fails the test if the daemon logged a
+Python traceback (a bug in forkd, whatever the test asserted): a test that provokes one on purpose
+says so with `daemon.expect_tracebacks()`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Daemon:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.addresses: list[str] = []
+        self.tracebacks_allowed: int | None = 0  # None: any number
+        self.checked = False
         self.write_config(config)
 
     # -- config ---------------------------------------------------------------------------------
@@ -96,7 +100,7 @@ class Daemon:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        """Kill the whole process group, whatever state it is in."""
+        """Kill the whole process group, whatever state it is in; then check the logs."""
         if self.proc is None:
             return
         try:
@@ -107,6 +111,28 @@ class Daemon:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        if not self.checked:
+            self.checked = True
+            self.check_no_traceback()
+
+    def expect_tracebacks(self, count: int | None = None) -> None:
+        """This test provokes `count` more tracebacks in the logs (None: any number)."""
+        if count is None or self.tracebacks_allowed is None:
+            self.tracebacks_allowed = None
+        else:
+            self.tracebacks_allowed += count
+
+    def check_no_traceback(self) -> None:
+        """Fail when the logs hold more Python tracebacks than the test said it provokes."""
+        if self.tracebacks_allowed is None:
+            return
+        text = self.log()
+        found = text.count("Traceback (most recent call last)")
+        if found > self.tracebacks_allowed:
+            raise AssertionError(
+                f"forkd logged {found} traceback(s), {self.tracebacks_allowed} expected "
+                f"(a bug, or a test that should call expect_tracebacks()):\n{text[-6000:]}"
+            )
 
     # -- logs -----------------------------------------------------------------------------------
     def log(self) -> str:
