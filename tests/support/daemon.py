@@ -167,6 +167,14 @@ class Daemon:
                 pids.append(pid)
         return sorted(pids)
 
+    def listening(self, pid: int) -> bool:
+        """Whether process `pid` still holds one of the master's listening sockets."""
+        return bool(sockets(pid) & sockets(self.pid))
+
+    def client_sockets(self, pid: int) -> int:
+        """How many sockets worker `pid` holds besides the listeners: its client connections."""
+        return len(sockets(pid) - sockets(self.pid))
+
     # -- clients --------------------------------------------------------------------------------
     def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
@@ -197,6 +205,23 @@ class Daemon:
             except TimeoutError:
                 pass
             return b"".join(chunks)
+
+
+def sockets(pid: int) -> set[str]:
+    """The socket inodes process `pid` holds open ("socket:[1234]"), from /proc."""
+    found = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
 
 
 def poll(condition: Callable[[], object], timeout: float, what: str) -> None:
