@@ -22,6 +22,7 @@ from typing import Self
 import pytest
 
 from tests.support.daemon import ROOT, Daemon, poll
+from tests.support.tools import need_root
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -241,6 +242,7 @@ def test_concurrent_reload_commands_both_see_their_edit(
 
 
 def test_workers_switch_to_the_configured_user(make_daemon: MakeDaemon, tmp_path: Path) -> None:
+    need_root("workers switch to nobody")
     import pwd
     import tempfile
 
@@ -263,6 +265,7 @@ def test_workers_switch_to_the_configured_user(make_daemon: MakeDaemon, tmp_path
             assert uid_of(pid) == nobody
         assert uid_of(daemon.pid) == os.geteuid()  # the master keeps its privileges
         assert (shared / "access.log").stat().st_uid == nobody
+        daemon.stop()  # and check its logs while they still exist
     finally:
         subprocess.run(["rm", "-rf", str(shared)], check=False)
 
@@ -275,6 +278,7 @@ def uid_of(pid: int) -> int:
 def test_reload_whose_workers_cannot_boot_is_rejected(
     make_daemon: MakeDaemon, tmp_path: Path
 ) -> None:
+    need_root("the new workers run as nobody")
     daemon = make_daemon(static_config(site(tmp_path / "www", "old generation")))
     workers = daemon.worker_pids()
     # As "nobody" the new workers cannot open their logs under the test's private (0700) directory.
