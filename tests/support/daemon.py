@@ -56,7 +56,10 @@ class Daemon:
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, *extra: str, wait: bool = True, timeout: float = 15.0) -> Daemon:
         env = dict(os.environ if self.env is None else self.env)
-        env.setdefault("PYTHONPATH", str(ROOT))
+        # This clone's forkd first, whatever else the environment puts on the path.
+        paths = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path]
+        if str(ROOT) not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])
         with open(self.dir / "stdout.log", "ab") as out, open(self.dir / "stderr.log", "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "forkd", "-c", str(self.config_path), *extra],
