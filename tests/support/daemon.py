@@ -119,7 +119,7 @@ class Daemon:
             self.check_no_traceback()
 
     def expect_tracebacks(self, count: int | None = None) -> None:
-        """This test provokes `count` more tracebacks in the logs (None: any number)."""
+        """This test provokes `count` more logged tracebacks (None: any number)."""
         if count is None or self.tracebacks_allowed is None:
             self.tracebacks_allowed = None
         else:
@@ -130,7 +130,8 @@ class Daemon:
         if self.tracebacks_allowed is None:
             return
         text = self.log()
-        found = text.count("Traceback (most recent call last)")
+        # One logged event per line (forkd escapes the newlines of a traceback).
+        found = sum("Traceback (most recent call last)" in line for line in text.splitlines())
         if found > self.tracebacks_allowed:
             raise AssertionError(
                 f"forkd logged {found} traceback(s), {self.tracebacks_allowed} expected "
