@@ -129,13 +129,14 @@ class Daemon:
         """Fail when the logs hold more Python tracebacks than the test said it provokes."""
         if self.tracebacks_allowed is None:
             return
-        text = self.log()
         # One logged event per line (forkd escapes the newlines of a traceback).
-        found = sum("Traceback (most recent call last)" in line for line in text.splitlines())
-        if found > self.tracebacks_allowed:
+        found = [line for line in self.log().splitlines()
+                 if "Traceback (most recent call last)" in line]
+        if len(found) > self.tracebacks_allowed:
+            shown = "\n".join(line[:4000].replace("\\n", "\n") for line in found[:3])
             raise AssertionError(
-                f"forkd logged {found} traceback(s), {self.tracebacks_allowed} expected "
-                f"(a bug, or a test that should call expect_tracebacks()):\n{text[-6000:]}"
+                f"forkd logged {len(found)} traceback(s), {self.tracebacks_allowed} expected "
+                f"(a bug, or a test that should call expect_tracebacks()):\n{shown}"
             )
 
     # -- logs -----------------------------------------------------------------------------------
