@@ -374,7 +374,11 @@ class Master:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
-            self.log.error(f"worker {os.getpid()} crashed: {traceback.format_exc()}")
+            message = f"worker {os.getpid()} crashed: {traceback.format_exc()}"
+            try:
+                ErrorLog(generation.config.error_log, "error").error(message)
+            except OSError:
+                os.write(2, f"forkd: {message}\n".encode("utf-8", "replace"))
             code = 1
         finally:
             os._exit(code)
@@ -386,6 +390,9 @@ class Master:
         self.selector.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        # The worker opens its own error log. The master's copy, left open, would keep a rotated
+        # log file (and its disk space) held by every worker after USR1 until the worker exits.
+        self.log.file.close()
         for record in self.workers.values():
             os.close(record.notify_fd)
             record.slot.close()

@@ -83,6 +83,16 @@ class NotImplementedCoding(HTTPError):
     status, reason, close = 501, "Not Implemented", True
 
 
+class MethodNotImplemented(HTTPError):
+    """A method forkd serves for no resource at all (RFC 9110 §15.6.2), e.g. CONNECT.
+
+    Closes: a client may start sending tunnel bytes right behind a CONNECT head, before the
+    answer; they must never be read as the next request.
+    """
+
+    status, reason, close = 501, "Not Implemented", True
+
+
 class BadGateway(HTTPError):
     status, reason = 502, "Bad Gateway"
 

@@ -37,6 +37,7 @@ from forkd.http.errors import (
     ContentTooLarge,
     ExpectationFailed,
     HeadersTooLarge,
+    MethodNotImplemented,
     NotImplementedCoding,
     URITooLong,
     VersionNotSupported,
@@ -79,6 +80,13 @@ HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9
 # absolute-form = absolute-URI, for the "http" and "https" schemes (RFC 9110 §4.2):
 # http-URI = "http" "://" authority path-abempty [ "?" query ]
 ABSOLUTE_URI = re.compile(r"([Hh][Tt][Tt][Pp][Ss]?)://([^/?#]*)(.*)")
+
+# authority-form = uri-host ":" port   (RFC 9112 §3.2.3; only CONNECT uses it). The port must be
+# present and valid (RFC 9110 §9.3.6: a server MUST reject an empty or invalid port with 400).
+AUTHORITY_FORM = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+):"
+    r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+)
 
 DIGITS = re.compile(r"[0-9]+")
 MAX_LENGTH_DIGITS = 18  # fits an int64; longer is larger than any body limit (413)
@@ -221,6 +229,8 @@ def parse_head(head: bytes, limits: Limits) -> Request:
         _apply_connection(request, headers["connection"], version)
     if "content-length" in headers or "transfer-encoding" in headers:
         _apply_framing(request, headers, version, limits)
+    if method == "CONNECT":
+        _refuse_connect(request)
     if "expect" not in headers:
         return request
     expect = headers["expect"]
@@ -271,7 +281,11 @@ def _apply_target(request: Request, headers: dict[str, str], version: str) -> No
         if version == "HTTP/1.1":
             raise BadRequest("missing Host header")  # RFC 9112 §3.2: MUST respond 400
         host = ""
-    if target[0] == "/":  # origin-form = absolute-path [ "?" query ]
+    if request.method == "CONNECT":  # authority-form, and only that (RFC 9110 §9.3.6)
+        if AUTHORITY_FORM.fullmatch(target) is None:
+            raise BadRequest("CONNECT needs an authority-form target (host:port)")
+        path, query = "", ""
+    elif target[0] == "/":  # origin-form = absolute-path [ "?" query ]
         path, _, query = target.partition("?")
     elif target == "*":  # asterisk-form, only for OPTIONS (RFC 9112 §3.2.4)
         if request.method != "OPTIONS":
@@ -293,6 +307,19 @@ def _apply_target(request: Request, headers: dict[str, str], version: str) -> No
     if HOST.fullmatch(host) is None:
         raise BadRequest("invalid Host header")
     request.path, request.query, request.host = path, query, host
+
+
+def _refuse_connect(request: Request) -> None:
+    """A well-formed CONNECT: forkd is an origin server and opens no tunnels.
+
+    Why 501 and not 405 (RFC 9110 §15.5.6) or 400: 405 says the method is known but not allowed
+    for *the target resource*, and must list that resource's methods in Allow; a CONNECT target
+    is another host's authority, not a resource here, so there is no Allow list to give. The
+    request is well-formed, so 400 would blame the client wrongly. 501 (§15.6.2, and §9.1: an
+    origin server SHOULD answer 501 to a method it does not implement) says exactly this: this
+    server supports CONNECT for no resource at all.
+    """
+    raise MethodNotImplemented("CONNECT is not served here")
 
 
 def _apply_connection(request: Request, value: str, version: str) -> None:

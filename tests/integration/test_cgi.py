@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import LISTEN_RE, ROOT, Daemon
+from tests.support.tools import need_root, need_tool
 
 SCRIPTS = ROOT / "tests" / "cgi"
 PHP_CGI = shutil.which("php-cgi")
@@ -282,6 +283,7 @@ def test_local_redirect_is_served_internally(daemon: Daemon) -> None:
     assert env["REDIRECT_STATUS"] == "200"
     assert env["REDIRECT_URL"] == "/cgi/local-redirect.sh"
     assert env["REDIRECT_QUERY_STRING"] == "orig=1"
+    assert env["REDIRECT_REQUEST_METHOD"] == "POST"  # the original method, the target runs as GET
     assert "CONTENT_LENGTH" not in env
 
 
@@ -412,8 +414,8 @@ def test_leftover_grandchild_ignoring_term_is_killed(daemon: Daemon, tmp_path: P
 
 # -- other interpreters --------------------------------------------------------------------------
 
-@pytest.mark.skipif(PHP_CGI is None, reason="php-cgi is not installed")
 def test_php_get_and_post(daemon: Daemon) -> None:
+    need_tool("php-cgi")
     status, headers, body = daemon.get("/cgi/page.php/info?q=search")
     assert status == 200
     assert headers["x-powered-check"] == "php"
@@ -521,21 +523,27 @@ def test_descriptors_forkd_inherited_do_not_reach_scripts(tmp_path: Path) -> Non
         os.close(read_end)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run workers as nobody")
 def test_workers_as_nobody_started_from_a_private_directory(make_daemon, tmp_path: Path) -> None:
     """forkd started from a directory its workers' user may not enter (root's home, say)."""
+    need_root("workers switch to nobody")
     logs = Path(tempfile.mkdtemp(prefix="forkd-cgi-nobody-"))
     try:
         logs.chmod(0o755)  # the master creates error.log and hands it to nobody
+        # The scripts are copied: the clone itself may live where nobody cannot enter.
+        scripts = logs / "cgi"
+        scripts.mkdir(mode=0o755)
+        for name in ("hello.sh", "printenv.sh"):
+            shutil.copy2(SCRIPTS / name, scripts / name)
         server = make_daemon({"workers": 1, "user": "nobody", "error_log": str(logs / "error.log"),
                               "access_log": None,
-                              "routes": [{"prefix": "/cgi/", "cgi": {"root": str(SCRIPTS)}}]},
+                              "routes": [{"prefix": "/cgi/", "cgi": {"root": str(scripts)}}]},
                              start=False)
         server.dir.chmod(0o700)
         server.error_log.symlink_to(logs / "error.log")  # where the fixture looks for the log
         server.start()
         assert server.get("/cgi/hello.sh")[2] == b"hello\n"
         env = dict(line.split("=", 1) for line in server.get("/cgi/printenv.sh")[2].decode().splitlines())
-        assert env["PWD"] == str(SCRIPTS)
+        assert env["PWD"] == str(scripts)
+        server.stop()  # and check its logs while they still exist
     finally:
         shutil.rmtree(logs)

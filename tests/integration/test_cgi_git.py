@@ -9,7 +9,6 @@ large push also proves that de-chunked bodies reach the script with the right CO
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import ROOT, Daemon
-
-pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+from tests.support.tools import need_tool
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Path, dict[str, str]]]:
+    need_tool("git")
     base = tmp_path_factory.mktemp("git")
     repos = base / "repos"
     repos.mkdir()

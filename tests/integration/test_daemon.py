@@ -6,7 +6,9 @@ Every test runs the real daemon (tests.support.daemon) on port 0 and talks to it
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,10 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 import pytest
 
 from tests.support.daemon import ROOT, Daemon, poll
+from tests.support.tools import need_root
 
 MakeDaemon = Callable[..., Daemon]
 
@@ -73,7 +77,7 @@ class Load:
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(threads)]
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         for thread in self.threads:
             thread.start()
         return self
@@ -241,6 +245,7 @@ def test_concurrent_reload_commands_both_see_their_edit(
 
 
 def test_workers_switch_to_the_configured_user(make_daemon: MakeDaemon, tmp_path: Path) -> None:
+    need_root("workers switch to nobody")
     import pwd
     import tempfile
 
@@ -263,6 +268,7 @@ def test_workers_switch_to_the_configured_user(make_daemon: MakeDaemon, tmp_path
             assert uid_of(pid) == nobody
         assert uid_of(daemon.pid) == os.geteuid()  # the master keeps its privileges
         assert (shared / "access.log").stat().st_uid == nobody
+        daemon.stop()  # and check its logs while they still exist
     finally:
         subprocess.run(["rm", "-rf", str(shared)], check=False)
 
@@ -275,9 +281,11 @@ def uid_of(pid: int) -> int:
 def test_reload_whose_workers_cannot_boot_is_rejected(
     make_daemon: MakeDaemon, tmp_path: Path
 ) -> None:
+    need_root("the new workers run as nobody")
     daemon = make_daemon(static_config(site(tmp_path / "www", "old generation")))
     workers = daemon.worker_pids()
     # As "nobody" the new workers cannot open their logs under the test's private (0700) directory.
+    daemon.expect_tracebacks()  # the workers that cannot boot log why, with their traceback
     daemon.write_config(static_config(tmp_path / "www", user="nobody"))
     result = forkd("-c", str(daemon.config_path), "-s", "reload")
     assert result.returncode == 1
@@ -327,13 +335,28 @@ def test_ttin_and_ttou_change_the_worker_count(make_daemon: MakeDaemon, tmp_path
     poll(lambda: len(daemon.worker_pids()) == 2, 3, "two workers after TTIN")
     daemon.signal(signal.SIGTTIN)
     poll(lambda: len(daemon.worker_pids()) == 3, 3, "three workers after TTIN")
-    for _ in range(4):  # never below one
+    for count in range(4):  # never below one
         daemon.signal(signal.SIGTTOU)
-        time.sleep(0.05)
+        daemon.wait_for_log("received SIGTTOU", count=count + 1)
     poll(lambda: len(daemon.worker_pids()) == 1, 5, "one worker after TTOU")
-    time.sleep(0.3)
+    daemon.barrier()
     assert len(daemon.worker_pids()) == 1
+    assert daemon.log().count("workers: 1\n") == 3  # 3 -> 2 -> 1, then twice kept at 1
     assert daemon.get("/")[0] == 200
+
+
+def test_reload_resets_the_worker_count_to_the_configured_one(
+    make_daemon: MakeDaemon, tmp_path: Path
+) -> None:
+    daemon = make_daemon(static_config(site(tmp_path / "www", "x"), workers=1, log_level="debug"))
+    daemon.signal(signal.SIGTTIN)
+    poll(lambda: len(daemon.worker_pids()) == 2, 3, "two workers after TTIN")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_log("ready: generation 2, 1 workers")
+    daemon.barrier()  # the passes after the commit are done: nothing more was spawned
+    spawned = re.findall(r"spawned worker \d+ \(generation 2\)", daemon.log())
+    assert len(spawned) == 1, "TTIN's extra worker came back after the reload"
+    poll(lambda: len(daemon.worker_pids()) == 1, 5, "one worker of generation 2")
 
 
 def test_crashing_workers_back_off(make_daemon: MakeDaemon, tmp_path: Path) -> None:
@@ -342,6 +365,7 @@ def test_crashing_workers_back_off(make_daemon: MakeDaemon, tmp_path: Path) -> N
     daemon = make_daemon(
         static_config(site(tmp_path / "www", "x"), access_log=str(logs / "access.log"))
     )
+    daemon.expect_tracebacks()  # every worker that cannot boot logs why, with its traceback
     logs.rename(tmp_path / "logs.away")
     logs.write_text("a file where the log directory was: new workers cannot open their log")
     for pid in daemon.worker_pids():
@@ -354,7 +378,7 @@ def test_crashing_workers_back_off(make_daemon: MakeDaemon, tmp_path: Path) -> N
     poll(lambda: len(daemon.worker_pids()) == 2, 15, "workers back after the back-off")
     assert daemon.get("/")[0] == 200
     before = cpu_seconds(daemon.pid)
-    time.sleep(0.5)
+    time.sleep(0.5)  # not a wait for anything: the interval over which the master's CPU is measured
     assert cpu_seconds(daemon.pid) - before < 0.1, "the master spins once the back-off is over"
 
 
@@ -418,7 +442,81 @@ def test_recycling_under_load_fails_nothing(make_daemon: MakeDaemon, tmp_path: P
     )
 
 
+def slow_cgi_config(tmp_path: Path, **extra: object) -> dict[str, object]:
+    """One worker, /cgi-bin/slow-body.sh sends a first part and then stays silent for 30 s."""
+    config: dict[str, object] = {
+        "workers": 1,
+        "routes": [
+            {"prefix": "/cgi-bin/", "cgi": {"root": str(ROOT / "tests" / "cgi")}},
+            {"prefix": "/", "static": {"root": str(site(tmp_path / "www", "x"))}},
+        ],
+    }
+    config.update(extra)
+    return config
+
+
+def start_slow_request(daemon: Daemon) -> socket.socket:
+    """A client whose request keeps the worker busy (the CGI is silent after its first part)."""
+    client = socket.create_connection((daemon.host, daemon.port), timeout=10)
+    client.sendall(b"GET /cgi-bin/slow-body.sh HTTP/1.1\r\nHost: x\r\n\r\n")
+    received = b""
+    while b"first part" not in received:
+        chunk = client.recv(65536)
+        assert chunk, f"closed before the first part: {received!r}"
+        received += chunk
+    return client
+
+
+def test_reload_kills_an_old_worker_still_busy_after_timeouts_graceful(
+    make_daemon: MakeDaemon, tmp_path: Path
+) -> None:
+    daemon = make_daemon(slow_cgi_config(tmp_path, timeouts={"graceful": 1}))
+    [old] = daemon.worker_pids()
+    with start_slow_request(daemon) as client:
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_log("ready: generation 2")
+        daemon.wait_for_log(f"retiring worker {old} (generation 1)")
+        # Without the SIGKILL the old worker would serve its silent script for 30 s more.
+        daemon.wait_for_log(
+            f"worker {old} (generation 1) killed by SIGKILL (still running after "
+            "timeouts.graceful)", timeout=8)
+        poll(lambda: not alive(old), 3, "the old worker gone")
+        client.settimeout(5)
+        assert b"never sent" not in b"".join(iter(lambda: client.recv(65536), b""))
+    assert daemon.get("/")[0] == 200
+
+
 # -- stopping -------------------------------------------------------------------------------------
+
+
+def test_term_kills_workers_still_busy_after_timeouts_graceful(
+    make_daemon: MakeDaemon, tmp_path: Path
+) -> None:
+    daemon = make_daemon(slow_cgi_config(tmp_path, timeouts={"graceful": 1}))
+    [busy] = daemon.worker_pids()
+    with start_slow_request(daemon):
+        daemon.signal(signal.SIGTERM)
+        daemon.wait_for_log("stopping gracefully")
+        # The script stays silent for 30 s: only the SIGKILL at the deadline ends the stop in time.
+        assert daemon.wait(10) == 0
+    assert f"worker {busy} (generation 1) killed by SIGKILL (did not stop in time)" in daemon.log()
+
+
+def test_sigint_stops_at_once_without_waiting_for_requests(
+    make_daemon: MakeDaemon, tmp_path: Path
+) -> None:
+    daemon = make_daemon(slow_cgi_config(tmp_path, timeouts={"graceful": 60}))
+    workers = daemon.worker_pids()
+    with start_slow_request(daemon) as client:
+        started = time.monotonic()
+        daemon.signal(signal.SIGINT)
+        assert daemon.wait(15) == 0  # not the 30 s of the script, nor the 60 s graceful timeout
+        assert time.monotonic() - started < 15
+        client.settimeout(5)
+        assert b"never sent" not in b"".join(iter(lambda: client.recv(65536), b""))
+    assert "received SIGINT" in daemon.log() and "stopping now" in daemon.log()
+    assert not (daemon.dir / "forkd.pid").exists()
+    poll(lambda: not any(alive(pid) for pid in workers), 3, "workers gone")
 
 
 def test_term_lets_a_slow_download_finish(make_daemon: MakeDaemon, tmp_path: Path) -> None:
@@ -488,6 +586,31 @@ def test_usr1_reopens_the_access_log(make_daemon: MakeDaemon, tmp_path: Path) ->
     assert "/after" not in (daemon.dir / "access.log.1").read_text()
 
 
+def test_json_access_log(make_daemon: MakeDaemon, tmp_path: Path) -> None:
+    daemon = make_daemon(static_config(site(tmp_path / "www", "hello"), log_format="json"))
+    assert daemon.get("/?q=1", headers={"User-Agent": "probe/1", "Referer": "http://r/"})[0] == 200
+    assert daemon.get("/missing")[0] == 404
+    assert daemon.raw(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 400")
+
+    def lines() -> list[str]:
+        return daemon.access_log.read_text().splitlines() if daemon.access_log.exists() else []
+
+    poll(lambda: len(lines()) == 3, 5, "three access log lines")
+    entries = {entry["status"]: entry for entry in map(json.loads, lines())}
+    ok, missing, bad = entries[200], entries[404], entries[400]
+    assert ok["method"] == "GET" and ok["target"] == "/?q=1"
+    assert ok["request"] == "GET /?q=1 HTTP/1.1"
+    assert ok["status"] == 200 and ok["bytes"] == len("hello")  # the body, as in combined
+    assert ok["user_agent"] == "probe/1" and ok["referer"] == "http://r/"
+    assert ok["remote"] == "127.0.0.1"
+    assert ok["pid"] in daemon.worker_pids()
+    assert isinstance(ok["duration_ms"], (int, float)) and ok["duration_ms"] >= 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", ok["time"])
+    assert (missing["status"], missing["target"]) == (404, "/missing")
+    assert missing["user_agent"] is None and missing["referer"] is None  # absent, not "-"
+    assert bad["status"] == 400 and bad["method"] is None
+
+
 # -- the command line -----------------------------------------------------------------------------
 
 
@@ -537,6 +660,24 @@ def test_startup_failure_is_reported(tmp_path: Path) -> None:
     assert result.stderr.splitlines()[-1] == (
         f"forkd: not started: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+def test_exit_1_when_the_first_workers_cannot_boot(tmp_path: Path) -> None:
+    site(tmp_path / "www", "x")
+    # A dangling link into a missing directory: the config is valid, but no worker can open it.
+    log = tmp_path / "access.log"
+    log.symlink_to(tmp_path / "gone" / "access.log")
+    config = tmp_path / "forkd.yaml"
+    config.write_text(
+        f"listen: ['127.0.0.1:0']\nworkers: 2\naccess_log: '{log}'\n"
+        "routes: [{prefix: /, static: {root: www}}]\n"
+    )
+    assert forkd("-c", str(config), "--check").returncode == 0
+    result = forkd("-c", str(config), timeout=40)
+    assert result.returncode == 1, result.stderr
+    assert "cannot start: workers could not start" in result.stderr
+    assert "could not boot" in result.stderr
+    assert "ready: generation 1" not in result.stderr
 
 
 def test_a_second_master_on_the_same_pidfile_refuses_to_start(

@@ -137,7 +137,7 @@ def _flood_and_recover(daemon: Daemon) -> None:
             path = ("/index.html", "/big.bin")[index % 2]
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: held\r\nConnection: close\r\n".encode())
             holders.append(sock)
-        time.sleep(0.3)
+        poll(lambda: "out of file descriptors" in daemon.log(), 5, "a worker ran out of fds")
         for sock in holders:
             try:
                 sock.sendall(b"\r\n")
@@ -154,7 +154,8 @@ def _flood_and_recover(daemon: Daemon) -> None:
     finally:
         for sock in holders:
             sock.close()
-    time.sleep(0.6)  # accepting pauses for 0.5 s after EMFILE
+    # Accepting pauses for 0.5 s after EMFILE; meanwhile new connections wait in the backlog.
+    poll(lambda: daemon.get("/index.html")[0] == 200, 10, "serving again")
     statuses = [daemon.get(path)[0] for path in ("/1k.txt", "/index.html", "/big.bin",
                                                  "/cgi-bin/hello.sh") for _ in range(5)]
     assert set(statuses) == {200}, statuses

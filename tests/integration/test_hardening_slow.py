@@ -18,7 +18,6 @@ FORKD_SOAK=1: 4,000 / 2,000 / 1,000 connections for 60 s each.
 from __future__ import annotations
 
 import csv
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +33,7 @@ from test_hardening_support import (
 )
 
 from tests.support.daemon import Daemon
-
-pytestmark = pytest.mark.skipif(shutil.which("slowhttptest") is None, reason="needs slowhttptest")
+from tests.support.tools import need_tool
 
 SECONDS = scaled(12, 60)
 P99_LIMIT = 1.0
@@ -48,6 +46,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def daemon(site: Path, tmp_path: Path) -> Iterator[Daemon]:
+    need_tool("slowhttptest")
     raise_own_nofile(scaled(8192, 20000))  # slowhttptest inherits the limit
     directory = tmp_path / "d"
     directory.mkdir()

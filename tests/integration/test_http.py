@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import ROOT, Daemon
+from tests.support.daemon import ROOT, Daemon, poll
 
 
 class RawClient:
@@ -253,7 +253,7 @@ def test_pipelined_requests_split_at_odd_places(server: Daemon) -> None:
     conn = connect(server)
     for piece in (data[:10], data[10:45], data[45:46], data[46:]):
         conn.send(piece)
-        time.sleep(0.02)
+        time.sleep(0.02)  # pacing, not waiting: the pieces should arrive as separate segments
     for _ in range(3):
         assert conn.response()[2] == b"x" * 1024
 
@@ -309,6 +309,21 @@ def test_absolute_form_target(server: Daemon) -> None:
     conn = connect(server)
     conn.send(b"GET http://elsewhere.example/index.html HTTP/1.1\r\nHost: a\r\n\r\n")
     assert conn.response()[2] == b"<h1>hello</h1>\n"
+
+
+def test_connect_is_501_and_what_follows_is_never_a_request(server: Daemon) -> None:
+    """A well-formed CONNECT: forkd opens no tunnels (501, RFC 9110 §15.6.2), then closes, so the
+    bytes a client sent optimistically behind it (here a request) are never served."""
+    conn = connect(server)
+    conn.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+              b"GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, _ = conn.response()
+    assert status == 501
+    assert headers["connection"] == "close"
+    assert b"HTTP/1.1" not in conn.read_to_close()
+    conn = connect(server)
+    conn.send(b"CONNECT /index.html HTTP/1.1\r\nHost: a\r\n\r\n")  # not authority-form
+    assert conn.response()[0] == 400
 
 
 def test_leading_empty_lines_ignored(server: Daemon) -> None:
@@ -397,7 +412,7 @@ def test_chunked_body_is_decoded_for_the_handler(server: Daemon) -> None:
     conn.send(b"POST /cgi-bin/cat.sh HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
     for piece in (b"5\r\nhello\r\n", b"1;ext=1\r\n,\r\n", b"6\r\n world\r\n", b"0\r\nX-T: 1\r\n\r\n"):
         conn.send(piece)
-        time.sleep(0.01)
+        time.sleep(0.01)  # pacing, not waiting: the chunks should arrive as separate segments
     status, headers, body = conn.response()
     assert status == 200 and body == b"hello, world"
     assert headers["x-content-length"] == "12"  # CGI sees the decoded length (RFC 3875 §4.1.2)
@@ -508,6 +523,7 @@ def test_smuggling_probe_gets_one_answer_then_close(server: Daemon, name: str) -
 
 
 def test_handler_exception_is_500_and_the_worker_survives(server: Daemon) -> None:
+    server.expect_tracebacks(1)  # provoked: the handler fails on purpose
     workers = server.worker_pids()
     conn = connect(server)
     status, _, body = conn.request("/boom")
@@ -519,6 +535,7 @@ def test_handler_exception_is_500_and_the_worker_survives(server: Daemon) -> Non
 
 
 def test_failing_body_iterator_aborts_only_its_connection(server: Daemon) -> None:
+    server.expect_tracebacks(1)  # provoked: the handler fails on purpose
     workers = server.worker_pids()
     conn = connect(server)
     conn.send(b"GET /bad-iterator HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -556,8 +573,9 @@ def test_full_worker_closes_its_oldest_idle_connection(make_daemon: MakeDaemon, 
     daemon = make_daemon(site_config(site, workers=1, limits={"connections": 3}))
     conns = [connect(daemon) for _ in range(3)]
     for conn in conns:
+        # Each answer is awaited: the next connection's keep-alive deadline is set on a later
+        # turn of the worker's loop, so "oldest idle" is well defined without sleeping.
         assert conn.request("/index.html")[0] == 200
-        time.sleep(0.05)  # an order of idleness
     newcomer = connect(daemon)
     assert newcomer.request("/index.html")[0] == 200
     assert conns[0].closed()  # the oldest idle one made room
@@ -567,10 +585,11 @@ def test_full_worker_closes_its_oldest_idle_connection(make_daemon: MakeDaemon, 
 def test_full_worker_without_idle_connections_answers_503(make_daemon: MakeDaemon,
                                                            site: Path) -> None:
     daemon = make_daemon(site_config(site, workers=1, limits={"connections": 2}))
+    [worker] = daemon.worker_pids()
     busy = [connect(daemon) for _ in range(2)]
     for conn in busy:
         conn.send(b"GET /1k.txt HTTP/1.1\r\n")  # mid-head: not idle, cannot be closed
-    time.sleep(0.2)
+    poll(lambda: daemon.client_sockets(worker) == 2, 5, "the worker holds both connections")
     newcomer = connect(daemon)
     status, headers, _ = newcomer.response()
     assert status == 503 and headers["retry-after"] == "1"
@@ -584,10 +603,8 @@ def test_server_tokens_off(make_daemon: MakeDaemon, site: Path) -> None:
     _, headers, _ = connect(daemon).request("/index.html")
     assert headers["server"] == "forkd"
     # The access log is flushed once the worker goes idle, not only when its buffer fills.
-    deadline = time.monotonic() + 5
-    while "GET /index.html HTTP/1.1" not in _read(daemon.access_log):
-        assert time.monotonic() < deadline, "access log line not flushed"
-        time.sleep(0.05)
+    poll(lambda: "GET /index.html HTTP/1.1" in _read(daemon.access_log), 5,
+         "access log line flushed")
 
 
 def _read(path: Path) -> str:

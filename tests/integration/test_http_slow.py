@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_http import MakeDaemon, RawClient, connect, make_site, site_config, start
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, poll
 
 FAST = 0.5  # seconds a fast client may wait for one small response while others misbehave
 
@@ -83,6 +83,7 @@ def test_408_after_body_timeout(one_worker: Daemon) -> None:
 def test_trickling_head_does_not_pin_the_worker(one_worker: Daemon) -> None:
     """slowloris: one byte every 0.2 s while another client is served at full speed."""
     stop = threading.Event()
+    trickling = threading.Event()
     slow = socket.create_connection((one_worker.host, one_worker.port))
 
     def trickle() -> None:
@@ -93,11 +94,14 @@ def test_trickling_head_does_not_pin_the_worker(one_worker: Daemon) -> None:
                 slow.send(bytes([byte]))
             except OSError:
                 return
+            trickling.set()
 
     thread = threading.Thread(target=trickle)
     thread.start()
     try:
-        time.sleep(0.3)
+        assert trickling.wait(5)
+        [worker] = one_worker.worker_pids()
+        poll(lambda: one_worker.client_sockets(worker) >= 1, 5, "the worker holds the slow client")
         assert fast_requests(one_worker) < FAST
     finally:
         stop.set()
@@ -111,7 +115,7 @@ def test_trickling_body_does_not_pin_the_worker(one_worker: Daemon) -> None:
     slow.send(b"POST /cgi-bin/cat.sh HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
     for _ in range(3):
         slow.send(b"b")
-        time.sleep(0.1)
+        time.sleep(0.1)  # the client under test is slow: this is its pace
     assert fast_requests(one_worker) < FAST
     status, _, _ = slow.response()  # timeouts.body ends it
     assert status == 408
@@ -122,9 +126,9 @@ def test_slow_reader_does_not_pin_the_worker_and_is_dropped(one_worker: Daemon) 
     slow = socket.create_connection((one_worker.host, one_worker.port))
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.sendall(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
-    time.sleep(0.2)
+    poll(lambda: _readable(slow), 5, "the response started")  # the worker is writing to it now
     assert fast_requests(one_worker) < FAST
-    time.sleep(1.5)  # longer than timeouts.send with nothing read
+    time.sleep(1.5)  # the client under test: it reads nothing for longer than timeouts.send
     received = 0
     slow.settimeout(5)
     start_at = time.monotonic()
@@ -136,6 +140,14 @@ def test_slow_reader_does_not_pin_the_worker_and_is_dropped(one_worker: Daemon) 
     slow.close()
     assert received < 16 << 20  # cut off, not served in full
     assert time.monotonic() - start_at < 3
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Bytes wait in the socket's receive queue (peeked, not taken)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
 
 
 def test_many_slow_clients_and_one_fast(one_worker: Daemon) -> None:
@@ -153,7 +165,7 @@ def test_retiring_worker_closes_keep_alive_after_next_response(make_daemon: Make
     assert conn.request("/1k.txt")[0] == 200
     [worker] = daemon.worker_pids()
     os.kill(worker, signal.SIGTERM)
-    time.sleep(0.1)
+    poll(lambda: not daemon.listening(worker), 5, "the worker retiring (its listeners closed)")
     status, headers, _ = conn.request("/1k.txt")  # within the retirement grace
     assert status == 200 and headers["connection"] == "close"
     assert conn.closed()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.static_site import HOSTILE, TEXT, build_site, raw_request, static_config
+from tests.support.tools import need_tool
 
 
 @pytest.fixture
@@ -131,6 +131,7 @@ def test_redirect_location_is_safe_for_odd_names(serve: Callable[..., Daemon], s
 
 
 def test_following_the_redirect_with_curl(serve: Callable[..., Daemon]) -> None:
+    need_tool("curl")
     daemon = serve()
     base = f"http://{daemon.host}:{daemon.port}"
     for path, expected in (("/dir", "200 /dir/"), ("/dir/sub?q=1", "403 /dir/sub/?q=1")):
@@ -373,6 +374,7 @@ def test_if_range(serve: Callable[..., Daemon], site: Path) -> None:
 
 
 def test_range_with_curl(serve: Callable[..., Daemon], site: Path) -> None:
+    need_tool("curl")
     daemon = serve()
     out = subprocess.run(["curl", "-sS", "-r", "1000-1999", f"http://{daemon.host}:{daemon.port}/big.bin"],
                          check=False, capture_output=True, timeout=10)
@@ -430,6 +432,7 @@ def test_precompressed_gzip_and_brotli(serve: Callable[..., Daemon]) -> None:
 
 
 def test_curl_compressed_decodes_the_sibling(serve: Callable[..., Daemon]) -> None:
+    need_tool("curl")
     daemon = serve()
     out = subprocess.run(["curl", "-sS", "-H", "Accept-Encoding: gzip", "--compressed",
                           f"http://{daemon.host}:{daemon.port}/text.txt"], check=False, capture_output=True, timeout=10)
@@ -480,8 +483,7 @@ def test_prefix_route(make_daemon: Callable[..., Daemon], site: Path) -> None:
 
 
 def test_curl_downloads_with_keep_alive(serve: Callable[..., Daemon], site: Path, tmp_path: Path) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
+    need_tool("curl")
     daemon = serve()
     base = f"http://{daemon.host}:{daemon.port}"
     out = subprocess.run(["curl", "-sS", "-o", str(tmp_path / "1"), f"{base}/big.bin",

@@ -13,7 +13,6 @@ Skipped, with the reason, when redbot cannot be imported (.ci/run installs it).
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import subprocess
 import sys
@@ -24,9 +23,13 @@ import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.static_site import TEXT, static_config
+from tests.support.tools import need_module
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("redbot") is None,
-                                reason="redbot is not installed (pip install redbot)")
+
+@pytest.fixture(autouse=True)
+def _redbot() -> None:
+    need_module("redbot")  # pip install redbot (the test extra)
+
 
 # Runs in a child process: REDbot drives its own event loop (thor) and global state.
 CHECK = r"""

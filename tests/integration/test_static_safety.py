@@ -10,7 +10,9 @@ the "/" route, and with every relevant option on and off.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -176,11 +178,27 @@ def test_device_files_are_not_served(make_daemon: Callable[..., Daemon], site: P
 
 
 def test_unreadable_file_is_403(make_daemon: Callable[..., Daemon], site: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads every file")
-    (site / "a.txt").chmod(0)
-    daemon = make_daemon(static_config(site))
-    assert daemon.get("/a.txt")[0] == 403
+    if os.geteuid() != 0:
+        (site / "a.txt").chmod(0)
+        daemon = make_daemon(static_config(site))
+        assert daemon.get("/a.txt")[0] == 403
+        return
+    # Root reads every file: the workers run as nobody instead, from a tree nobody may enter.
+    shared = Path(tempfile.mkdtemp(prefix="forkd-unreadable-"))
+    try:
+        shared.chmod(0o755)
+        www = build_site(shared)
+        (www / "a.txt").chmod(0)
+        config = {**static_config(www), "user": "nobody", "error_log": str(shared / "error.log"),
+                  "access_log": str(shared / "access.log")}
+        daemon = make_daemon(config, start=False)
+        daemon.error_log = shared / "error.log"
+        daemon.start()
+        assert daemon.get("/a.txt")[0] == 403
+        assert daemon.get("/digits.txt")[0] == 200  # readable by all: served
+        daemon.stop()  # and check its logs while they still exist
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_bad_requests_close_and_keep_the_worker(make_daemon: Callable[..., Daemon], site: Path) -> None:

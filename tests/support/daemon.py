@@ -3,7 +3,9 @@
 The daemon runs in its own session (process group) with its error log in a file; its listeners bind
 port 0 and the master logs `listening on HOST:PORT` for each, which is how tests learn the port (no
 racy free-port probing). `ready: generation N` in the log means the workers accept. Teardown kills the
-whole group, so no test leaves a process behind.
+whole group, so no test leaves a process behind, and then fails the test if the daemon logged a
+Python traceback (a bug in forkd, whatever the test asserted): a test that provokes one on purpose
+says so with `daemon.expect_tracebacks()`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Daemon:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.addresses: list[str] = []
+        self.tracebacks_allowed: int | None = 0  # None: any number
+        self.checked = False
         self.write_config(config)
 
     # -- config ---------------------------------------------------------------------------------
@@ -52,7 +56,10 @@ class Daemon:
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, *extra: str, wait: bool = True, timeout: float = 15.0) -> Daemon:
         env = dict(os.environ if self.env is None else self.env)
-        env.setdefault("PYTHONPATH", str(ROOT))
+        # This clone's forkd first, whatever else the environment puts on the path.
+        paths = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path]
+        if str(ROOT) not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])
         with open(self.dir / "stdout.log", "ab") as out, open(self.dir / "stderr.log", "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "forkd", "-c", str(self.config_path), *extra],
@@ -79,12 +86,24 @@ class Daemon:
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 
+    def barrier(self, timeout: float = 10.0) -> None:
+        """Return once the master has begun a new pass of its loop after this call.
+
+        The master logs every signal it dispatches at the top of its loop; USR1 (reopen the logs)
+        changes nothing a test looks at. Whatever the master decided in earlier passes (spawning,
+        retiring, killing) has then been done: a test can assert that something did *not* happen
+        without sleeping for a guessed while.
+        """
+        seen = self.log().count("received SIGUSR1")
+        self.signal(signal.SIGUSR1)
+        self.wait_for_log("received SIGUSR1", timeout, count=seen + 1)
+
     def wait(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
-        """Kill the whole process group, whatever state it is in."""
+        """Kill the whole process group, whatever state it is in; then check the logs."""
         if self.proc is None:
             return
         try:
@@ -95,6 +114,30 @@ class Daemon:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        if not self.checked:
+            self.checked = True
+            self.check_no_traceback()
+
+    def expect_tracebacks(self, count: int | None = None) -> None:
+        """This test provokes `count` more logged tracebacks (None: any number)."""
+        if count is None or self.tracebacks_allowed is None:
+            self.tracebacks_allowed = None
+        else:
+            self.tracebacks_allowed += count
+
+    def check_no_traceback(self) -> None:
+        """Fail when the logs hold more Python tracebacks than the test said it provokes."""
+        if self.tracebacks_allowed is None:
+            return
+        # One logged event per line (forkd escapes the newlines of a traceback).
+        found = [line for line in self.log().splitlines()
+                 if "Traceback (most recent call last)" in line]
+        if len(found) > self.tracebacks_allowed:
+            shown = "\n".join(line[:4000].replace("\\n", "\n") for line in found[:3])
+            raise AssertionError(
+                f"forkd logged {len(found)} traceback(s), {self.tracebacks_allowed} expected "
+                f"(a bug, or a test that should call expect_tracebacks()):\n{shown}"
+            )
 
     # -- logs -----------------------------------------------------------------------------------
     def log(self) -> str:
@@ -129,6 +172,14 @@ class Daemon:
                 pids.append(pid)
         return sorted(pids)
 
+    def listening(self, pid: int) -> bool:
+        """Whether process `pid` still holds one of the master's listening sockets."""
+        return bool(sockets(pid) & sockets(self.pid))
+
+    def client_sockets(self, pid: int) -> int:
+        """How many sockets worker `pid` holds besides the listeners: its client connections."""
+        return len(sockets(pid) - sockets(self.pid))
+
     # -- clients --------------------------------------------------------------------------------
     def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
@@ -159,6 +210,23 @@ class Daemon:
             except TimeoutError:
                 pass
             return b"".join(chunks)
+
+
+def sockets(pid: int) -> set[str]:
+    """The socket inodes process `pid` holds open ("socket:[1234]"), from /proc."""
+    found = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
 
 
 def poll(condition: Callable[[], object], timeout: float, what: str) -> None:

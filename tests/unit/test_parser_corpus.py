@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from forkd.config import Limits
-from forkd.http.body import ChunkedDecoder, LengthReader
 from forkd.http.errors import HTTPError
-from forkd.http.parser import find_head, parse_head, skip_empty_lines
-from forkd.http.request import Request
+from forkd.http.parser import HeadParser
+from tests.support.parse_driver import Driver
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
@@ -30,51 +29,6 @@ def load(path: Path) -> tuple[bytes, dict[str, Any]]:
 
 def cases(kind: str) -> list[Path]:
     return sorted((CORPUS / kind).glob("*.http"))
-
-
-class Driver:
-    """Bytes in, (Request, body) pairs out: the worker's parsing steps without the sockets."""
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.buffer = bytearray()
-        self.done: list[tuple[Request, bytes]] = []
-        self.request: Request | None = None
-        self.reader: LengthReader | ChunkedDecoder | None = None
-        self.body: list[bytes] = []
-        self.scanned = 0
-
-    def feed(self, data: bytes) -> None:
-        self.buffer += data
-        while self.step():
-            pass
-
-    def step(self) -> bool:
-        if self.request is None:
-            if self.buffer[:1] == b"\r":
-                skip_empty_lines(self.buffer)
-                self.scanned = 0
-            end = find_head(self.buffer, self.limits, self.scanned)
-            if end < 0:
-                self.scanned = len(self.buffer)
-                return False
-            self.scanned = 0
-            head = bytes(self.buffer[:end])
-            del self.buffer[:end]
-            self.request = parse_head(head, self.limits)
-            if self.request.chunked:
-                self.reader = ChunkedDecoder(self.limits.body)
-            else:
-                self.reader = LengthReader(self.request.content_length or 0)
-        assert self.reader is not None
-        data, self.buffer = bytes(self.buffer), bytearray()
-        self.body.append(self.reader.feed(data))
-        if not self.reader.done:
-            return False
-        self.buffer = bytearray(self.reader.rest)
-        self.done.append((self.request, b"".join(self.body)))
-        self.request, self.reader, self.body = None, None, []
-        return bool(self.buffer)
 
 
 def splits(raw: bytes, seed: int) -> Iterator[tuple[str, list[bytes]]]:
@@ -91,8 +45,8 @@ def splits(raw: bytes, seed: int) -> Iterator[tuple[str, list[bytes]]]:
         yield f"random{round_}", chunks
 
 
-def run(chunks: list[bytes], limits: Limits) -> Driver:
-    driver = Driver(limits)
+def run(chunks: list[bytes], limits: Limits, parser: HeadParser) -> Driver:
+    driver = Driver(limits, parser)
     for chunk in chunks:
         driver.feed(chunk)
     return driver
@@ -101,8 +55,9 @@ def run(chunks: list[bytes], limits: Limits) -> Driver:
 @pytest.mark.parametrize("path", cases("valid"), ids=lambda p: p.stem)
 def test_valid(path: Path) -> None:
     raw, expect = load(path)
+    parser = HeadParser(Limits())  # shared, as in a worker: after "whole", heads come from its cache
     for how, chunks in splits(raw, zlib.crc32(path.stem.encode())):
-        driver = run(chunks, Limits())
+        driver = run(chunks, Limits(), parser)
         assert driver.request is None and not driver.buffer, f"{how}: incomplete request left over"
         assert len(driver.done) == len(expect["requests"]), how
         for (request, body), wanted in zip(driver.done, expect["requests"]):
@@ -120,9 +75,10 @@ def test_valid(path: Path) -> None:
 def test_invalid(path: Path) -> None:
     raw, expect = load(path)
     limits = dataclasses.replace(Limits(), **expect.get("limits", {}))
+    parser = HeadParser(limits)
     for how, chunks in splits(raw, len(raw)):
         with pytest.raises(HTTPError) as caught:
-            run(chunks, limits)
+            run(chunks, limits, parser)
         assert caught.value.status == expect["status"], (how, caught.value)
 
 
