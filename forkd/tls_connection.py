@@ -109,6 +109,6 @@ class TlsConnection(Connection):
     def close(self) -> None:
         if self.state == CLOSED:
             return
-        super().close()
         self.transport.close()  # close_notify when the socket takes it, then the descriptor
+        super().close()
 

@@ -285,6 +285,7 @@ def test_a_master_that_cannot_start_logs_why_it_exits(tmp_path: Path) -> None:
 def test_a_first_generation_that_fails_is_the_logged_reason(tmp_path: Path) -> None:
     # As "nobody" the workers cannot open their logs under the test's private (0700) directory.
     daemon = _served(tmp_path, user="nobody")
+    daemon.expect_tracebacks()  # each worker that cannot boot logs why, with its traceback
     daemon.start(wait=False)
     try:
         assert daemon.wait(40) == 1

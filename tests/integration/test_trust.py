@@ -230,6 +230,7 @@ def test_a_worker_that_cannot_open_its_log_says_why_to_the_operator(
     daemon = make_daemon(
         {"workers": 1, "routes": [{"prefix": "/", "static": {"root": str(site(tmp_path / "www"))}}]}
     )
+    daemon.expect_tracebacks()  # the refused workers log their boot failure with its traceback
     text = daemon.config_path.read_text() + "user: nobody\n"
     daemon.config_path.write_text(text)
     result = forkd("-c", str(daemon.config_path), "-s", "reload")
