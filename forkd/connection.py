@@ -128,6 +128,7 @@ class Connection:
         "reader",
         "recv",
         "redirects",
+        "refused",
         "remote",
         "request",
         "response",
@@ -180,6 +181,7 @@ class Connection:
         self.min_rate = 0
         self.episode_written = 0
         self.redirects = 0
+        self.refused: Request | None = None  # a head refused by the parser, for the access log
         self.status = 0
         self.head_length = 0
         self.written = 0
@@ -326,6 +328,7 @@ class Connection:
         try:
             request = services.head_parser.parse(head)
         except HTTPError as error:
+            self.refused = error.request
             self.fail(error, now)
             return
         self.request = request
@@ -673,7 +676,8 @@ class Connection:
         keep = self.keep
         if services.access_log_enabled:
             services.access_log.record(
-                request, self.remote, self.status, max(self.written - self.head_length, 0),
+                request or self.refused, self.remote, self.status,
+                max(self.written - self.head_length, 0),
                 time.monotonic() - self.started if self.started else 0.0, _line(self.slot_line),
             )
         # After an error before a request was parsed or its body read, the client may still be

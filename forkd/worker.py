@@ -318,8 +318,11 @@ class Worker:
             elif signum in (signal.SIGINT, signal.SIGQUIT):
                 self.stopping = True
             elif signum == signal.SIGUSR1:
-                self.access_log.reopen()
-                self.error_log.reopen()
+                self.error_log.reopen()  # logs its own failure
+                if not self.access_log.reopen():
+                    file = self.access_log.file
+                    self.error_log.error(f"cannot reopen {file.target}: {file.problem}; "
+                                         "still writing to the old file")
                 self.error_log.info("worker reopened its logs")
 
     def _begin_retirement(self, now: float) -> None:

@@ -75,7 +75,7 @@ from forkd.handlers.paths import normalize, strip_prefix
 from forkd.http.errors import BadGateway, GatewayTimeout, HTTPError, ServiceUnavailable
 from forkd.http.request import Request
 from forkd.http.response import Response
-from forkd.logs import ErrorLog
+from forkd.logs import ErrorLog, escape
 from forkd.reactor import EPOLLIN, EPOLLONESHOT, EPOLLOUT, Timer
 from forkd.routing import matches
 
@@ -176,7 +176,7 @@ class CgiExchange:
         self.handler = handler
         self.request = request
         self.script = script
-        self.label = script.filename
+        self.label = escape(os.fsencode(script.filename))
         self.timeout = handler.cgi.timeout
         self.phase = STARTING
         self.reply: Reply | None = None
@@ -412,7 +412,7 @@ class CgiExchange:
         self.errors.end()
 
     def _log_stderr(self, line: bytes) -> None:
-        self.handler.log.error(f"cgi {self.label}: {_printable(line)}")
+        self.handler.log.error(f"cgi {self.label}: {escape(line)}")
 
     # -- the end ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -439,13 +439,6 @@ class CgiExchange:
             os.close(self.stdout)
             self.stdout = -1
         self.handler.reaper.stop(self.pid, self.output_done, self.handler.reaped, time.monotonic())
-
-
-def _printable(line: bytes) -> str:
-    """A line of script output for the log: UTF-8 kept, control characters and bad bytes escaped."""
-    text = line.decode("utf-8", "backslashreplace")
-    return "".join(ch if ch >= " " and ch != "\x7f" or ch == "\t" else f"\\x{ord(ch):02x}"
-                   for ch in text)
 
 
 def _raw_status(first: bytes) -> int:

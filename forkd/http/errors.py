@@ -7,6 +7,8 @@ reply carries `Connection: close` and the connection is shut. A client hanging u
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HTTPError(Exception):
     status = 500
@@ -17,6 +19,7 @@ class HTTPError(Exception):
         super().__init__(detail or self.reason)
         self.detail = detail
         self.headers = headers or []
+        self.request: Any = None  # the parsed head when a field refused it (for the access log)
 
 
 # 4xx: the client's fault.

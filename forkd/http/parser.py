@@ -37,6 +37,7 @@ from forkd.http.errors import (
     ContentTooLarge,
     ExpectationFailed,
     HeadersTooLarge,
+    HTTPError,
     MethodNotImplemented,
     NotImplementedCoding,
     URITooLong,
@@ -224,6 +225,16 @@ def parse_head(head: bytes, limits: Limits) -> Request:
         headers = {}
     request = Request(method, target, "", "", version, headers, "", version == "HTTP/1.1")
     request.request_line = text[:line_end]
+    try:
+        return _apply_head(request, headers, version, limits)
+    except HTTPError as error:
+        error.request = request  # refused after its fields were read: the access log shows them
+        raise
+
+
+def _apply_head(request: Request, headers: dict[str, str], version: str, limits: Limits) -> Request:
+    """What the fields say about target, connection, framing and expectations."""
+    method = request.method
     _apply_target(request, headers, version)
     if "connection" in headers:
         _apply_connection(request, headers["connection"], version)

@@ -391,6 +391,15 @@ def test_stderr_goes_to_the_error_log_line_by_line(daemon: Daemon) -> None:
     assert prefix + "second complaint" in log
 
 
+def test_stderr_cannot_forge_log_lines_or_send_terminal_escapes(daemon: Daemon) -> None:
+    assert daemon.get("/cgi/forge.sh")[2] == b"ok\n"
+    prefix = f"cgi {SCRIPTS / 'forge.sh'}: "
+    daemon.wait_for_log(prefix + "forged\\x0d2026")
+    log = daemon.log()
+    assert "\\x1b[31mred" in log
+    assert "\r" not in log and "\x1b" not in log
+
+
 def test_chatty_stderr_does_not_block(daemon: Daemon) -> None:
     assert daemon.get("/cgi/chatty.sh")[2] == b"done\n"
 
