@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from forkd.config import Config, StaticConfig
 from forkd.handlers import autoindex, conditional, mime, negotiate
-from forkd.handlers.paths import hidden, normalize, strip_prefix
+from forkd.handlers.paths import hidden, normalize, strip_prefix, within
 from forkd.http.errors import (
     Forbidden,
     HTTPError,
@@ -66,6 +66,7 @@ LISTING_BYTES = 8 * 1024 * 1024  # ... and at most this much of them
 # the kernel's coarse file-time clock without its mtime moving: such a read is not trusted.
 RACY_MTIME = 0.1
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+DIRECTORY_FLAGS = OPEN_FLAGS | os.O_DIRECTORY  # a listing: whatever is opened must be a directory
 SIBLINGS = (("br", ".br"), ("gzip", ".gz"))  # content coding, file suffix (best first)
 NOT_FOUND_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO})
 DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
@@ -132,7 +133,7 @@ class StaticHandler:
         self._targets: dict[str, _Target] = {}
         self._files: dict[str, _File] = {}
         self._cached_bytes = 0
-        self._listings: dict[tuple[str, bool], _Listing] = {}
+        self._listings: dict[tuple[int, int, str, bool], _Listing] = {}
         self._listing_bytes = 0
 
     # -- the Handler interface ------------------------------------------------------------------
@@ -209,7 +210,7 @@ class StaticHandler:
                     return _options()
                 if not self.config.autoindex:
                     raise Forbidden("directory listing is off")
-                return self._listing(request, target, entry)
+                return self._listing(request, target)
             entry = index
         elif target.trailing:
             raise NotFound()  # "/file.txt/" names a directory that does not exist
@@ -315,7 +316,7 @@ class StaticHandler:
         except OSError:
             real = os.path.realpath(fs_path)
         root = self.root_real
-        if real != root and not real.startswith(root.rstrip("/") + "/"):
+        if not within(root, real):
             raise NotFound()  # a symlink leading out of the root
         if not self.config.dotfiles and hidden(real[len(root.rstrip("/")):]):
             raise NotFound()  # a symlink to a dotfile inside the root
@@ -437,25 +438,42 @@ class StaticHandler:
 
     # -- directories ----------------------------------------------------------------------------
 
-    def _listing(self, request: Request, target: _Target, directory: _File) -> Response:
-        """The listing of a directory; rendered once and reused while the directory is unchanged.
+    def _listing(self, request: Request, target: _Target) -> Response:
+        """The listing of a directory, read through the descriptor that was validated.
+
+        The directory is opened and checked (a directory, inside the root) and then read only
+        through that descriptor: swapped for a symlink after the check, it still lists what was
+        checked. The cache key comes from the same descriptor's fstat.
+        """
+        fd = _open(target.fs_path, DIRECTORY_FLAGS)
+        try:
+            st = os.fstat(fd)
+            if not self.config.symlinks_outside_root:
+                self._check_contained(target.fs_path, fd)
+            return self._listing_of(request, target, fd, st)
+        finally:
+            os.close(fd)
+
+    def _listing_of(self, request: Request, target: _Target, fd: int, st: os.stat_result) -> Response:
+        """Rendered once and reused while the directory is unchanged.
 
         Adding, removing or renaming an entry changes the directory's mtime, so its identity tells
         those apart at once. A file below it that only changes size or time does not: the listing
         is read again at least every RECHECK seconds, and rendered again only if what it lists changed.
         """
         as_json = negotiate.prefers_json(request.headers.get("accept"))
-        key = (target.url_path, as_json)
+        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key = (st.st_dev, st.st_ino, target.url_path, as_json)
         cached = self._listings.get(key)
         now = time.monotonic()
-        if cached is not None and cached.identity == directory.identity and now - cached.checked < RECHECK:
+        if cached is not None and cached.identity == identity and now - cached.checked < RECHECK:
             return Response(200, list(cached.headers), cached.body)
-        entries = self._read_directory(target.fs_path)
+        entries = self._read_directory(fd)
         # mtime_ns of the directory against the wall clock: was it modified just before the read?
-        trusted = time.time() - directory.identity[3] / 1e9 >= RACY_MTIME
+        trusted = time.time() - st.st_mtime_ns / 1e9 >= RACY_MTIME
         checked = now if trusted else 0.0
         if cached is not None and cached.entries == entries:
-            cached.identity, cached.checked = directory.identity, checked
+            cached.identity, cached.checked = identity, checked
             return Response(200, list(cached.headers), cached.body)
         if as_json:
             body = autoindex.render_json(entries)
@@ -469,10 +487,10 @@ class StaticHandler:
         if not self.config.cache_control:
             headers.append(("Cache-Control", "no-cache"))
         headers += self.success_headers
-        self._remember_listing(key, _Listing(directory.identity, checked, entries, headers, body))
+        self._remember_listing(key, _Listing(identity, checked, entries, headers, body))
         return Response(200, list(headers), body)
 
-    def _remember_listing(self, key: tuple[str, bool], listing: _Listing) -> None:
+    def _remember_listing(self, key: tuple[int, int, str, bool], listing: _Listing) -> None:
         old = self._listings.pop(key, None)
         if old is not None:
             self._listing_bytes -= len(old.body)
@@ -485,21 +503,23 @@ class StaticHandler:
         self._listings[key] = listing
         self._listing_bytes += size
 
-    def _read_directory(self, fs_path: str) -> list[autoindex.Entry]:
+    def _read_directory(self, fd: int) -> list[autoindex.Entry]:
         entries = []
         try:
-            with os.scandir(fs_path) as scan:
+            with os.scandir(fd) as scan:
                 for item in scan:
-                    entry = self._listed(item)
+                    entry = self._listed(fd, item.name)
                     if entry is not None:
                         entries.append(entry)
         except OSError as exc:
             raise _os_error(exc) from None
         return entries
 
-    def _listed(self, item: os.DirEntry[str]) -> autoindex.Entry | None:
-        """An entry as listed, or None when it is hidden, unservable or not a file or directory."""
-        name = item.name
+    def _listed(self, fd: int, name: str) -> autoindex.Entry | None:
+        """An entry as listed, or None when it is hidden, unservable or not a file or directory.
+
+        Everything is read relative to the directory's descriptor `fd`, never by path.
+        """
         if name.startswith(".") and not self.config.dotfiles:
             return None
         try:
@@ -507,17 +527,35 @@ class StaticHandler:
         except UnicodeEncodeError:
             return None  # not UTF-8: no request path could name it (paths.normalize)
         try:
-            st = item.stat()  # follows symlinks
-            if item.is_symlink() and not self.config.symlinks_outside_root:
-                real = os.path.realpath(item.path)
-                if not (real + "/").startswith(self.root_real.rstrip("/") + "/"):
-                    return None
+            st: os.stat_result | None = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                st = self._followed(fd, name)
         except OSError:
             return None  # a dangling symlink, or gone meanwhile
+        if st is None:
+            return None
         is_dir = stat.S_ISDIR(st.st_mode)
         if not (is_dir or stat.S_ISREG(st.st_mode)):
             return None
         return autoindex.Entry(name, is_dir, st.st_size, st.st_mtime)
+
+    def _followed(self, fd: int, name: str) -> os.stat_result | None:
+        """What the symlink `name` in directory `fd` leads to, or None when it leads out of the root
+        (or to a dotfile) and the route does not allow that. Described and located through one
+        O_PATH descriptor, so the link cannot be swapped between the check and the fstat."""
+        if self.config.symlinks_outside_root:
+            return os.stat(name, dir_fd=fd)
+        target = os.open(name, os.O_PATH | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            real = os.readlink(f"/proc/self/fd/{target}")
+            root = self.root_real
+            if not within(root, real):
+                return None
+            if not self.config.dotfiles and hidden(real[len(root.rstrip("/")):]):
+                return None
+            return os.fstat(target)
+        finally:
+            os.close(target)
 
     # -- error pages ----------------------------------------------------------------------------
 
@@ -560,9 +598,9 @@ def _suffix(coding: str) -> str:
     return dict(SIBLINGS)[coding]
 
 
-def _open(fs_path: str) -> int:
+def _open(fs_path: str, flags: int = OPEN_FLAGS) -> int:
     try:
-        return os.open(fs_path, OPEN_FLAGS)
+        return os.open(fs_path, flags)
     except OSError as exc:
         raise _os_error(exc) from None
 
