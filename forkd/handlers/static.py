@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from forkd.config import Config, StaticConfig
 from forkd.handlers import autoindex, conditional, mime, negotiate
+from forkd.handlers.listing import Listings
 from forkd.handlers.paths import hidden, normalize, strip_prefix, within
 from forkd.http.errors import (
     Forbidden,
@@ -60,11 +61,6 @@ SMALL_FILE = 64 * 1024  # files up to this size are kept in memory while unchang
 CACHE_BYTES = 32 * 1024 * 1024  # at most this much file content cached per handler (per worker)
 CACHE_ENTRIES = 4096  # at most this many cached paths / files; the caches are cleared when full
 RECHECK = 1.0  # seconds a validation is trusted while the file's identity is unchanged
-LISTING_ENTRIES = 256  # rendered directory listings kept per handler (per worker)
-LISTING_BYTES = 8 * 1024 * 1024  # ... and at most this much of them
-# A directory modified less than this before it was read may change again within the same tick of
-# the kernel's coarse file-time clock without its mtime moving: such a read is not trusted.
-RACY_MTIME = 0.1
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 DIRECTORY_FLAGS = OPEN_FLAGS | os.O_DIRECTORY  # a listing: whatever is opened must be a directory
 SIBLINGS = (("br", ".br"), ("gzip", ".gz"))  # content coding, file suffix (best first)
@@ -103,17 +99,6 @@ class _File:
     siblings: tuple[str, ...] = ()  # codings with a precompressed sibling file
 
 
-@dataclass(slots=True)
-class _Listing:
-    """A rendered directory listing and what it was rendered from."""
-
-    identity: tuple[int, int, int, int]  # the directory's, as for _File
-    checked: float  # time.monotonic() of the read; 0.0 when the read is not to be trusted
-    entries: list[autoindex.Entry]
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
 class StaticHandler:
     """Serves files below `config.root` for the route at `prefix`."""
 
@@ -133,8 +118,14 @@ class StaticHandler:
         self._targets: dict[str, _Target] = {}
         self._files: dict[str, _File] = {}
         self._cached_bytes = 0
-        self._listings: dict[tuple[int, int, str, bool], _Listing] = {}
-        self._listing_bytes = 0
+        self._listings = Listings(self.root_real, config.dotfiles, config.symlinks_outside_root)
+        # A listing has no validator and changes with every file below it, so unless the route
+        # says otherwise caches must revalidate it rather than guess a lifetime (RFC 9111 §4.2.2).
+        revalidate = [] if config.cache_control else [("Cache-Control", "no-cache")]
+        self._listing_headers = {
+            as_json: [("Content-Type", content_type), ("Vary", "Accept"), *revalidate, *success]
+            for as_json, content_type in ((False, "text/html; charset=utf-8"),
+                                          (True, "application/json; charset=utf-8"))}
 
     # -- the Handler interface ------------------------------------------------------------------
 
@@ -439,123 +430,23 @@ class StaticHandler:
     # -- directories ----------------------------------------------------------------------------
 
     def _listing(self, request: Request, target: _Target) -> Response:
-        """The listing of a directory, read through the descriptor that was validated.
+        """The listing of a directory, read through the descriptor that was checked.
 
         The directory is opened and checked (a directory, inside the root) and then read only
-        through that descriptor: swapped for a symlink after the check, it still lists what was
-        checked. The cache key comes from the same descriptor's fstat.
-        """
-        fd = _open(target.fs_path, DIRECTORY_FLAGS)
-        try:
-            st = os.fstat(fd)
-            if not self.config.symlinks_outside_root:
-                self._check_contained(target.fs_path, fd)
-            return self._listing_of(request, target, fd, st)
-        finally:
-            os.close(fd)
-
-    def _listing_of(self, request: Request, target: _Target, fd: int, st: os.stat_result) -> Response:
-        """Rendered once and reused while the directory is unchanged.
-
-        Adding, removing or renaming an entry changes the directory's mtime, so its identity tells
-        those apart at once. A file below it that only changes size or time does not: the listing
-        is read again at least every RECHECK seconds, and rendered again only if what it lists changed.
+        through that descriptor (see `listing`): swapped for a symlink after the check, it still
+        lists what was checked.
         """
         as_json = negotiate.prefers_json(request.headers.get("accept"))
-        identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        key = (st.st_dev, st.st_ino, target.url_path, as_json)
-        cached = self._listings.get(key)
-        now = time.monotonic()
-        if cached is not None and cached.identity == identity and now - cached.checked < RECHECK:
-            return Response(200, list(cached.headers), cached.body)
-        entries = self._read_directory(fd)
-        # mtime_ns of the directory against the wall clock: was it modified just before the read?
-        trusted = time.time() - st.st_mtime_ns / 1e9 >= RACY_MTIME
-        checked = now if trusted else 0.0
-        if cached is not None and cached.entries == entries:
-            cached.identity, cached.checked = identity, checked
-            return Response(200, list(cached.headers), cached.body)
-        if as_json:
-            body = autoindex.render_json(entries)
-            content_type = "application/json; charset=utf-8"
-        else:
-            body = autoindex.render_html(target.url_path, entries, parent=target.rest != "/")
-            content_type = "text/html; charset=utf-8"
-        headers = [("Content-Type", content_type), ("Vary", "Accept")]
-        # A listing has no validator and changes with every file below it, so unless the route
-        # says otherwise caches must revalidate it rather than guess a lifetime (RFC 9111 §4.2.2).
-        if not self.config.cache_control:
-            headers.append(("Cache-Control", "no-cache"))
-        headers += self.success_headers
-        self._remember_listing(key, _Listing(identity, checked, entries, headers, body))
-        return Response(200, list(headers), body)
-
-    def _remember_listing(self, key: tuple[int, int, str, bool], listing: _Listing) -> None:
-        old = self._listings.pop(key, None)
-        if old is not None:
-            self._listing_bytes -= len(old.body)
-        size = len(listing.body)
-        if size > LISTING_BYTES:
-            return
-        if len(self._listings) >= LISTING_ENTRIES or self._listing_bytes + size > LISTING_BYTES:
-            self._listings.clear()
-            self._listing_bytes = 0
-        self._listings[key] = listing
-        self._listing_bytes += size
-
-    def _read_directory(self, fd: int) -> list[autoindex.Entry]:
-        entries = []
+        fd = _open(target.fs_path, DIRECTORY_FLAGS)
         try:
-            with os.scandir(fd) as scan:
-                for item in scan:
-                    entry = self._listed(fd, item.name)
-                    if entry is not None:
-                        entries.append(entry)
+            if not self.config.symlinks_outside_root:
+                self._check_contained(target.fs_path, fd)
+            body = self._listings.page(fd, os.fstat(fd), target.url_path, target.rest != "/", as_json)
         except OSError as exc:
             raise _os_error(exc) from None
-        return entries
-
-    def _listed(self, fd: int, name: str) -> autoindex.Entry | None:
-        """An entry as listed, or None when it is hidden, unservable or not a file or directory.
-
-        Everything is read relative to the directory's descriptor `fd`, never by path.
-        """
-        if name.startswith(".") and not self.config.dotfiles:
-            return None
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            return None  # not UTF-8: no request path could name it (paths.normalize)
-        try:
-            st: os.stat_result | None = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if st is not None and stat.S_ISLNK(st.st_mode):
-                st = self._followed(fd, name)
-        except OSError:
-            return None  # a dangling symlink, or gone meanwhile
-        if st is None:
-            return None
-        is_dir = stat.S_ISDIR(st.st_mode)
-        if not (is_dir or stat.S_ISREG(st.st_mode)):
-            return None
-        return autoindex.Entry(name, is_dir, st.st_size, st.st_mtime)
-
-    def _followed(self, fd: int, name: str) -> os.stat_result | None:
-        """What the symlink `name` in directory `fd` leads to, or None when it leads out of the root
-        (or to a dotfile) and the route does not allow that. Described and located through one
-        O_PATH descriptor, so the link cannot be swapped between the check and the fstat."""
-        if self.config.symlinks_outside_root:
-            return os.stat(name, dir_fd=fd)
-        target = os.open(name, os.O_PATH | os.O_CLOEXEC, dir_fd=fd)
-        try:
-            real = os.readlink(f"/proc/self/fd/{target}")
-            root = self.root_real
-            if not within(root, real):
-                return None
-            if not self.config.dotfiles and hidden(real[len(root.rstrip("/")):]):
-                return None
-            return os.fstat(target)
         finally:
-            os.close(target)
+            os.close(fd)
+        return Response(200, list(self._listing_headers[as_json]), body)
 
     # -- error pages ----------------------------------------------------------------------------
 
