@@ -74,6 +74,7 @@ EXIT_BOOT_FAILED = 3  # could not build handlers / set up: the master backs off 
 TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout when idle)
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
 ROUTE_CACHE = 4096  # raw request paths whose route is remembered
+ROUTE_PATH_MAX = 1024  # ... if no longer than this (so at most about 4.5 MiB of them)
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of file descriptors
 DRAIN_LIMIT = 1024  # queued connections a retiring worker still takes before closing its listeners
 YIELD_BURST = 100.0  # accepts after which this worker stops yielding the CPU to its siblings...
@@ -434,9 +435,10 @@ class Worker:
         handler = self.routes.get(path)
         if handler is None:
             handler = self.router.match(normalize(path))[1]
-            if len(self.routes) >= ROUTE_CACHE:
-                self.routes.clear()
-            self.routes[path] = handler
+            if len(path) <= ROUTE_PATH_MAX:  # bounds the cache in bytes, not only in entries
+                if len(self.routes) >= ROUTE_CACHE:
+                    self.routes.clear()
+                self.routes[path] = handler
         return handler
 
     def redirected(self, request: Request, redirect: InternalRedirect) -> Request:

@@ -165,7 +165,7 @@ def test_directory_swapped_with_a_symlink_never_lists_outside(
 
 def test_distinct_404_paths_do_not_grow_the_worker(make_daemon: Callable[..., Daemon],
                                                    tmp_path: Path) -> None:
-    """5,000 distinct ~8 KB paths that do not exist: the worker's RSS grows by less than 16 MiB
+    """5,000 distinct ~8 KB paths that do not exist: the worker's RSS grows by less than 8 MiB
     (it grew by over 100 MiB when misses were cached with no byte bound)."""
     root = tmp_path / "www"
     root.mkdir()
@@ -187,4 +187,5 @@ def test_distinct_404_paths_do_not_grow_the_worker(make_daemon: Callable[..., Da
     before = worker_rss_kib(daemon)
     flood(5000, "miss")
     growth = worker_rss_kib(daemon) - before
-    assert growth < 16 * 1024, f"the worker grew by {growth} KiB"
+    print(f"worker RSS {before} KiB, +{growth} KiB after 5,000 distinct ~8 KB 404 paths")
+    assert growth < 8 * 1024, f"the worker grew by {growth} KiB"
