@@ -85,21 +85,20 @@ def render_html(url_path: str, entries: list[Entry], parent: bool, cut: Cut | No
 
 
 def render_json(entries: list[Entry], cut: Cut | None = None) -> bytes:
-    """`[{"name", "type": "directory"|"file", "size", "mtime"}]`, the shape nginx's autoindex uses.
+    """`[{"name", "type": "directory"|"file", "mtime", "size"}]` (size null for a directory), the
+    shape nginx's autoindex uses.
 
     A cut listing ends with `{"type": "truncated", "listed", "entries", "note"}` (`entries` is null
     when the directory holds more than the reader counted).
     """
     items = []
     for entry in ordered(entries):
-        item: dict[str, object] = {
+        items.append({
             "name": _printable(entry.name),
             "type": "directory" if entry.is_dir else "file",
             "mtime": http_date(entry.mtime),
-        }
-        if not entry.is_dir:
-            item["size"] = entry.size
-        items.append(item)
+            "size": None if entry.is_dir else entry.size,  # a directory has no size to show
+        })
     if cut:
         items.append({"type": "truncated", "listed": cut.listed,
                       "entries": None if cut.more else cut.entries, "note": cut.note})

@@ -39,6 +39,7 @@ validators (the ETag carries the coding); every response for a file that has one
 from __future__ import annotations
 
 import errno
+import html
 import os
 import stat
 import time
@@ -252,7 +253,9 @@ class StaticHandler:
         # because ":" is percent-encoded like every other unsafe character.
         segment = target.url_path.rstrip("/").rsplit("/", 1)[-1]
         location = autoindex.href(segment, True) + (f"?{query}" if query else "")
-        body = b"<!DOCTYPE html>\n<title>301 Moved Permanently</title><p>Moved.</p>\n"
+        link = html.escape(location, quote=True)
+        body = ("<!DOCTYPE html>\n<title>301 Moved Permanently</title>"
+                f'<p>Moved to <a href="{link}">{link}</a>.</p>\n').encode("latin-1")
         return Response(301, [("Location", location), ("Content-Type", "text/html; charset=utf-8")], body)
 
     def _index(self, directory: str) -> _File | None:

@@ -158,6 +158,7 @@ def test_directory_redirect_is_relative(site: Path) -> None:
     response = handler.handle(request("/dir?x=1&y"))
     assert response.status == 301
     assert dict(response.headers)["Location"] == "dir/?x=1&y"
+    assert b'<a href="dir/?x=1&amp;y">dir/?x=1&amp;y</a>' in body_of(response)
     (site / "a:b").mkdir()
     assert dict(handler.handle(request("/a%3Ab")).headers)["Location"] == "a%3Ab/"
     (site / "dir" / "sp ace").mkdir()
