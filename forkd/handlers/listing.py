@@ -71,6 +71,18 @@ class Listings:
         self.symlinks_outside_root = symlinks_outside_root
         self._cache: ByteCache[tuple[int, int, str, bool], _Listing] = ByteCache(CACHE_BYTES)
 
+    def cached(self, identity: tuple[int, int, int, int], url_path: str, as_json: bool) -> bytes | None:
+        """The page of the directory whose stat is `identity`, if one is kept and still fresh.
+
+        This may be asked with the stat of a name, before anything is opened: every page kept was
+        read through a checked descriptor of exactly that directory (device and inode), so a hit
+        can only show what was checked.
+        """
+        listing = self._cache.get((identity[0], identity[1], url_path, as_json))
+        if listing is not None and _fresh(listing, identity, time.monotonic()):
+            return listing.body
+        return None
+
     def page(self, fd: int, st: os.stat_result, url_path: str, parent: bool, as_json: bool) -> bytes:
         """The listing body of the checked directory `fd` (whose fstat is `st`); OSError if unreadable.
 
@@ -81,13 +93,11 @@ class Listings:
         cached = self._cache.get(key)
         now = time.monotonic()
         if cached is not None:
-            same = cached.identity == identity and cached.checked > 0.0
-            if same and now - cached.checked < RECHECK:
+            if _fresh(cached, identity, now):
                 return cached.body
-            if same:  # the names are as read; only sizes and times may have moved
+            if cached.identity == identity and cached.checked > 0.0:
+                # The names are as read; only sizes and times may have moved.
                 return self._refresh(fd, key, parent, cached, cached.names, cached.cut, now)
-            if cached.cut is not None and now - cached.read_at < RECHECK:
-                return cached.body  # a big directory is read at most once per RECHECK
         names, cut = self._names(fd)
         # mtime_ns of the directory against the wall clock: was it modified just before the read?
         trusted = time.time() - st.st_mtime_ns / 1e9 >= RACY_MTIME
@@ -189,6 +199,14 @@ class Listings:
             return os.fstat(target)
         finally:
             os.close(target)
+
+
+def _fresh(listing: _Listing, identity: tuple[int, int, int, int], now: float) -> bool:
+    """Whether a kept listing may be sent as it is for a directory whose stat is `identity`."""
+    if listing.identity == identity and listing.checked > 0.0:
+        return now - listing.checked < RECHECK
+    # A big directory whose names changed is read again at most once per RECHECK.
+    return listing.cut is not None and now - listing.read_at < RECHECK
 
 
 def _utf8(name: str) -> bool:

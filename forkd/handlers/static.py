@@ -226,7 +226,7 @@ class StaticHandler:
                     return _options()
                 if not self.config.autoindex:
                     raise Forbidden("directory listing is off")
-                return self._listing(request, target)
+                return self._listing(request, target, entry)
             entry = index
         elif target.trailing:
             raise NotFound()  # "/file.txt/" names a directory that does not exist
@@ -445,24 +445,31 @@ class StaticHandler:
 
     # -- directories ----------------------------------------------------------------------------
 
-    def _listing(self, request: Request, target: _Target) -> Response:
+    def _listing(self, request: Request, target: _Target, directory: _File) -> Response:
         """The listing of a directory, read through the descriptor that was checked.
 
-        The directory is opened and checked (a directory, inside the root) and then read only
-        through that descriptor (see `listing`): swapped for a symlink after the check, it still
-        lists what was checked.
+        A page kept for the directory the name now leads to (its stat is `directory.identity`)
+        is sent as it is. Otherwise the directory is opened and checked (a directory, inside the
+        root) and then read only through that descriptor (see `listing`): swapped for a symlink
+        after the check, it still lists what was checked.
         """
         as_json = negotiate.prefers_json(request.headers.get("accept"))
+        body = self._listings.cached(directory.identity, target.url_path, as_json)
+        if body is None:
+            body = self._read_listing(target, as_json)
+        return Response(200, list(self._listing_headers[as_json]), body)
+
+    def _read_listing(self, target: _Target, as_json: bool) -> bytes:
         fd = _open(target.fs_path, DIRECTORY_FLAGS)
         try:
             if not self.config.symlinks_outside_root:
                 self._check_contained(target.fs_path, fd)
-            body = self._listings.page(fd, os.fstat(fd), target.url_path, target.rest != "/", as_json)
+            return self._listings.page(fd, os.fstat(fd), target.url_path, target.rest != "/",
+                                       as_json)
         except OSError as exc:
             raise _os_error(exc) from None
         finally:
             os.close(fd)
-        return Response(200, list(self._listing_headers[as_json]), body)
 
     # -- error pages ----------------------------------------------------------------------------
 
