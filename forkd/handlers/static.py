@@ -123,8 +123,6 @@ class StaticHandler:
         self.success_headers = success  # on 2xx and 304 answers
         # The body of a plain 404, the very page the worker makes of NotFound(); None when the route
         # has its own 404 page (then every 404 takes the general path).
-        # The body of a plain 404, the very page the worker makes of NotFound(); None when the route
-        # has its own 404 page (then every 404 takes the general path).
         self.not_found = None if 404 in config.error_pages else error_body(404)
         # Every cache is bounded in bytes. Targets and files hold only names that exist; paths
         # found missing get a small cache of their own, so a flood of distinct missing paths can
