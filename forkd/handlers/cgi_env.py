@@ -192,11 +192,7 @@ def build_environ(
     for name, value in request.extra.items():
         if name.startswith("REDIRECT_"):  # set by the worker after a local redirect (§6.2.2)
             env[name.encode("latin-1", "replace")] = value.encode("latin-1", "replace")
-    underscore = server.underscore_headers
-    for name, value in headers.items():
-        variable = _variable_name(name, underscore)
-        if variable is not None and "\x00" not in value:
-            env[variable] = value.encode("latin-1", "replace")
+    env.update(header_variables(headers, server.underscore_headers))
     return env
 
 
