@@ -45,6 +45,7 @@ class Peer:
     label = ""  # the name shown in tables
     features: frozenset[str] = frozenset()  # optional workloads it supports: LISTING, CGI
     stop_signal = signal.SIGTERM
+    open_dir = True  # its directory is world-writable: servers that drop to nobody write there
 
     def __init__(self, workdir: Path, tree: Tree) -> None:
         self.dir = workdir / self.key
@@ -72,7 +73,9 @@ class Peer:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "tmp").mkdir(exist_ok=True)
         os.chmod(self.dir / "tmp", 0o777)
-        os.chmod(self.dir, 0o777)  # servers that drop to nobody open their logs afterwards
+        # servers that drop to nobody open their logs afterwards; forkd opens its logs and
+        # pidfile before dropping privileges and refuses a directory others can write to
+        os.chmod(self.dir, 0o777 if self.open_dir else 0o755)
         if not self.port:
             self.port = free_port()
         argv = self.command()
@@ -226,6 +229,7 @@ class Forkd(Peer):
     features = frozenset({LISTING, CGI})
     stop_signal = signal.SIGINT  # fast stop: the bench has no requests worth finishing
     access_log = False
+    open_dir = False
 
     def command(self) -> list[str]:
         log = str(self.dir / "access.log") if self.access_log else "null"

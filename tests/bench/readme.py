@@ -34,9 +34,12 @@ python3 -m tests.bench.readme    # copy the latest results into this section
 
 `--only nginx,forkd-nolog` and `--workloads 1k-keepalive,cgi` narrow a run; `--help` lists the rest.
 Workloads: a 1 KiB file with keep-alive and with `Connection: close`, 1 MiB and 10 MiB files (MB/s),
-a 404, a directory listing of 50 files, a shell CGI "hello", all with 50 connections; capacity:
-the 1 KiB file while 5,000 idle keep-alive connections are held open; memory: forkd's RSS around
-1,000,000 mixed requests. Measurements are interleaved across servers and repeated three times
+a 404, a directory listing of 50 files, a shell CGI "hello", all with 50 connections; "beside
+slow CGI": the 1 KiB file (p99 latency and req/s) while 4 requests for a script that prints a
+line, sleeps 5 s and prints another are kept in flight (servers with CGI only: a worker that
+waited for its script would stall every connection it carries); capacity: the 1 KiB file while
+5,000 idle keep-alive connections are held open; memory: forkd's RSS around 1,000,000 mixed
+requests. Measurements are interleaved across servers and repeated three times
 (medians). Every run checks the first response (status, size, body) and that all responses had the
 expected status: a server that answers errors fast is disqualified (DQ), not fast. The harness
 (`tests/bench/`) is never run by pytest or CI.
@@ -46,7 +49,13 @@ the CPU, so nobody gets the whole machine. Reading the rows: forkd caches a rend
 listing until the directory changes, where nginx, lighttpd and Apache render it on each request;
 gunicorn sync and `http.server` (HTTP/1.0) close every connection, so they hold no idle ones in the
 capacity row; Apache prefork parks one process per idle keep-alive connection (150 at most), so
-with 5,000 idle clients new ones get no answer at all.
+with 5,000 idle clients new ones get no answer at all. wrk's latency percentiles count only the
+requests that completed within its 2 s timeout, and a connection stalled until the end of a run
+adds no sample at all; so the slow-CGI row also runs a probe (4 keep-alive connections timing a
+GET every 20 ms, waiting out any stall) and marks a server *stalled* when wrk got no answer or
+the probe waited longer than 2 s (`latest.md` has the probe's maximum and how many scripts were
+alive throughout). lighttpd buffers a CGI answer (the client sees the first line only when the
+script ends); forkd and Apache pass it on as it comes.
 """
 
 
