@@ -10,10 +10,11 @@ workload, every server in turn (the order rotates between repeats), so slow drif
 (thermal, a teammate's build) spread over all servers instead of hitting one. Each measurement
 fetches once and checks the response (status, size, body) and then runs wrk; a server that
 answered with the wrong status even once is disqualified for that row. The median over repeats is
-reported. The slow-CGI workload runs wrk beside slow scripts and a stall probe (slowcgi.py). The
-capacity workload (5,000 idle keep-alive connections held by idle.py while wrk
-measures) runs once per server at the end, then the memory test runs on a fresh forkd. Everything
-is stopped in a `finally`, also on Ctrl-C and SIGTERM.
+reported. The slow-CGI workload runs wrk beside slow scripts and a stall probe (slowcgi.py); the
+TLS handshake workloads run `openssl s_time` instead of wrk (tls.py says why). The capacity
+workload (5,000 idle keep-alive connections held by idle.py while wrk measures) runs once per
+server at the end, then the memory test runs on a fresh forkd. Everything is stopped in a
+`finally`, also on Ctrl-C and SIGTERM.
 
 wrk runs on the same machine as the servers and competes with them for the CPU: with 2 cores,
 a server with 2 workers never has both cores to itself. The figures compare servers under the
@@ -42,7 +43,7 @@ if __package__ in (None, ""):  # run as a script: python3 tests/bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench import peers as peer_defs
-from tests.bench import report, tree
+from tests.bench import report, tls, tree
 from tests.bench.drive import Wrk, WrkFailed, WrkResult, wrk_version
 from tests.bench.memory import memory_test
 from tests.bench.peers import Peer, PeerFailed
@@ -110,8 +111,13 @@ class Cell:
                                    for r in results)
         out["requests"] = sum(r["requests"] for r in results)
         out["max_ms"] = max(r["max_us"] for r in results) / 1000
+        if not results[0].get("latency", True):
+            out["p99_ms"] = out["max_ms"] = None  # s_time measures no latency
         extras = [r["extra"] for r in self.runs if r.get("extra")]
-        if extras:  # the slow-CGI workload: the worst of every repeat
+        if extras and "full" in extras[0]:  # TLS handshakes: what s_time did
+            out["full"] = sum(e["full"] for e in extras)
+            out["resumed"] = sum(e["resumed"] for e in extras)
+        elif extras:  # the slow-CGI workload: the worst of every repeat
             probes = [e["probe_max_ms"] for e in extras if e.get("probe_max_ms") is not None]
             out["probe_max_ms"] = max(probes) if probes else None
             out["slow_running_min"] = min(e["slow_running_min"] for e in extras)
@@ -178,20 +184,48 @@ class Bench:
         if not self.alive(peer):
             cell.state, cell.note = "failed", self.status[peer.key]
             return
-        problem = check_first_response(peer.port, workload, self.tree)
+        port = peer.tls_port if workload.tls else peer.port
+        problem = check_first_response(port, workload, self.tree)
         if problem:
             cell.add(None, f"wrong first response: {problem}")
             return
         if workload.slow_cgi:
             self.measure_beside_slow_cgi(peer, workload, cell)
             return
+        if workload.driver.startswith("s_time"):
+            self.measure_handshakes(peer, workload, cell)
+            return
         try:
-            result = self.wrk.run(peer.url(workload.path), self.settings.seconds,
+            result = self.wrk.run(peer.url(workload.path, workload.tls), self.settings.seconds,
                                   workload.connections, workload.headers)
         except WrkFailed as exc:
             cell.add(None, str(exc), state="failed")
             return
         cell.add(result, wrong_statuses(result, workload))
+
+    def measure_handshakes(self, peer: Peer, workload: Workload, cell: Cell) -> None:
+        """New TLS connections per second with openssl s_time (see tls.py)."""
+        reuse = workload.driver == "s_time-reuse"
+        try:
+            result, counts = tls.s_time(peer.tls_port, workload.path, self.settings.seconds,
+                                        workload.connections, reuse)
+        except WrkFailed as exc:
+            cell.add(None, str(exc), state="failed")
+            return
+        problem, state = None, "DQ"
+        least = self.tree.sizes[workload.path]
+        if counts["bytes_per_connection"] < least:
+            problem = (f"{counts['bytes_per_connection']} bytes read per connection, expected "
+                       f"over {least} (the file and its header)")
+        elif counts["failed_clients"]:
+            problem, state = (f"{counts['failed_clients']} of {counts['clients']} s_time "
+                              f"clients failed: {counts['client_problem']}"), "failed"
+        elif reuse and counts["resumed"] < 0.9 * result.requests:
+            problem, state = (f"only {counts['resumed']:,} of {result.requests:,} handshakes "
+                              "resumed the offered session"), "not resumed"
+        elif not reuse and counts["resumed"]:
+            problem, state = f"{counts['resumed']:,} handshakes resumed", "failed"
+        cell.add(result, problem, state, counts)
 
     def measure_beside_slow_cgi(self, peer: Peer, workload: Workload, cell: Cell) -> None:
         """wrk on the static file while slow CGI scripts sleep (see slowcgi.py)."""
@@ -296,7 +330,7 @@ class Bench:
             "peers": [{"key": p.key, "label": p.label, "version": p.version(),
                        "status": self.status.get(p.key, "not run")} for p in self.peers],
             "workloads": [{"key": w.key, "title": w.title, "throughput": w.throughput,
-                           "latency": w.latency} for w in self.workloads],
+                           "latency": w.latency, "driver": w.driver} for w in self.workloads],
             "cells": {f"{p}|{w}": {**c.summary(), "runs": c.runs}
                       for (p, w), c in self.cells.items()},
             "capacity": self.capacity,
@@ -348,6 +382,8 @@ def ensure_tools(peer_classes: list[type[Peer]], install: bool) -> list[type[Pee
     apt, pip = set(), set()
     if not shutil.which("wrk"):
         apt.add("wrk")
+    if not shutil.which("openssl"):
+        apt.add("openssl")  # the HTTPS certificate and the handshake rows (tls.py)
     if not _has_module("matplotlib"):
         pip.add("matplotlib")
     for cls in peer_classes:
@@ -368,8 +404,8 @@ def ensure_tools(peer_classes: list[type[Peer]], install: bool) -> list[type[Pee
                 subprocess.run(argv, check=False)
     elif commands:
         log("missing tools; install them with:\n  " + "\n  ".join(" ".join(a) for a in commands))
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is required: apt-get install -y wrk")
+    if not shutil.which("wrk") or not shutil.which("openssl"):
+        raise SystemExit("wrk and openssl are required: apt-get install -y wrk openssl")
     usable = []
     for cls in peer_classes:
         missing = cls.missing()

@@ -8,6 +8,7 @@ Built fresh in a temporary directory for each run so that every peer reads the v
     www/list/             50 small files and no index: a generated directory listing
     www/cgi-bin/hello.sh  a shell CGI script printing a header block and "hello"
     www/cgi-bin/slow.sh   a shell CGI script: header block, "first", 5 s of sleep, "second"
+    tls/cert.pem, key.pem an ECDSA P-256 certificate for localhost (beside www, not in it)
 
 Everything is world-readable (and the script executable) because nginx, lighttpd and Apache read it
 as `nobody` after dropping root.
@@ -18,6 +19,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.bench.tls import make_certificate
 
 LISTING_FILES = 50
 CGI_SCRIPT = b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho hello\n"
@@ -32,6 +35,8 @@ SLOW_CGI_SCRIPT = (b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\ne
 class Tree:
     root: Path  # the document root
     sizes: dict[str, int]  # URL path -> size in bytes of the file it serves
+    cert: Path  # the HTTPS certificate (ECDSA P-256, localhost) and its key, see tls.py
+    key: Path
 
     @property
     def cgi_root(self) -> Path:
@@ -62,7 +67,8 @@ def build(base: Path) -> Tree:
         script.chmod(0o755)
     for directory in (base, root, root / "list", root / "cgi-bin"):
         directory.chmod(0o755)
-    return Tree(root=root, sizes=sizes)
+    cert, key = make_certificate(base / "tls")
+    return Tree(root=root, sizes=sizes, cert=cert, key=key)
 
 
 def _pattern(size: int) -> bytes:
