@@ -106,6 +106,11 @@ class TlsConnection(Connection):
             response.headers = [*response.headers, ("Strict-Transport-Security", hsts)]
         super().respond(response, now)
 
+    def _end(self, now: float, linger: bool) -> None:
+        if linger:  # the write side is shut next, and SSLSocket.shutdown would say nothing
+            self.transport.close_notify()
+        super()._end(now, linger)
+
     def close(self) -> None:
         if self.state == CLOSED:
             return
