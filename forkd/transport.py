@@ -31,7 +31,7 @@ The handshake starts with a peek at the first bytes: a TLS ClientHello begins wi
 answered with a short 400 (`answer_plain_http`), as nginx does, instead of an opaque TLS alert.
 Every other handshake failure raises HandshakeFailed with a short class ("no shared cipher",
 "unknown ca", "eof", ...) so the worker can count failures per class and log each class once
-(`FailureLog`), never a line per attempt.
+(`FailureLog`), never a line per attempt; the worker logs the counts when it exits.
 """
 
 from __future__ import annotations
@@ -126,6 +126,11 @@ class FailureLog:
         count = self.counts.get(kind, 0)
         self.counts[kind] = count + 1
         return count == 0
+
+    def summary(self) -> str:
+        """The counts as `class N, ...` (most frequent first), "" when there were none."""
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        return ", ".join(f"{kind} {count}" for kind, count in ranked)
 
 
 class PlainTransport:
