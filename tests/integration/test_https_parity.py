@@ -11,6 +11,7 @@ test_https.py has static files, ranges, 5 MB, CGI variables and client certifica
   complete answer from a truncated one (Python's ssl raises SSLEOFError without it).
 - Slow readers of a big file over TLS are dropped by timeouts.send and pin nothing meanwhile.
 - Graceful TERM: HTTPS requests in flight are answered in full, and the daemon exits 0.
+- The README's certbot set-up: ACME challenges over plain HTTP beside HTTPS.
 """
 
 from __future__ import annotations
@@ -294,3 +295,38 @@ def test_term_answers_https_requests_in_flight(
     with pytest.raises(OSError):
         http.client.HTTPSConnection(daemon.host, daemon.port, timeout=2,
                                     context=client_context(ca)).request("GET", "/")
+
+
+# -- the README's certbot set-up ----------------------------------------------------------------
+
+
+def test_acme_challenges_are_served_over_plain_http_beside_https(
+    make_daemon: MakeDaemon, tmp_path: Path, ca: trustme.CA
+) -> None:
+    """README, HTTPS: certbot --webroot writes /srv/www/.well-known/acme-challenge/TOKEN."""
+    www = tmp_path / "www"
+    challenges = www / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    (challenges / "TOKEN").write_text("TOKEN.thumbprint")
+    (www / ".secret").write_text("dotfile")
+    pair = write_pair(ca.issue_cert("localhost", "127.0.0.1"), tmp_path, "site")
+    daemon = make_daemon({
+        "listen": ["127.0.0.1:0", {"address": "127.0.0.1:0", "tls": True}],
+        "tls": {"certificates": [pair]},
+        "hsts": "max-age=63072000",
+        "routes": [
+            {"prefix": "/.well-known/acme-challenge/", "static": {"root": str(challenges)}},
+            {"prefix": "/", "static": {"root": str(www)}},
+        ],
+    })
+    status, headers, body = daemon.get("/.well-known/acme-challenge/TOKEN")  # the plain listener
+    assert (status, body) == (200, b"TOKEN.thumbprint")
+    assert "strict-transport-security" not in headers
+    assert daemon.get("/.secret")[0] == 404  # other dotfiles stay hidden
+    tls_port = int(daemon.addresses[1].rsplit(":", 1)[1])
+    conn = https_connection(daemon.host, tls_port, ca)
+    conn.request("GET", "/.well-known/acme-challenge/TOKEN")
+    response = conn.getresponse()
+    assert (response.status, response.read()) == (200, b"TOKEN.thumbprint")
+    assert response.getheader("Strict-Transport-Security") == "max-age=63072000"
+    conn.close()
