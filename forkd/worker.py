@@ -354,6 +354,9 @@ class Worker:
                 stop()  # e.g. CGI: scripts still being stopped are killed and reaped now
         self.access_log.flush()
         self.reactor.close()
+        failures = self.services.tls_failures.summary()  # each class was logged once: the counts
+        if failures:
+            self.error_log.info(f"TLS handshake failures in this worker: {failures}")
 
     # -- accepting -------------------------------------------------------------------------------
 
