@@ -61,6 +61,7 @@ from setproctitle import setproctitle
 from forkd import listeners as listeners_module
 from forkd import logs, pidfile, tls, worker
 from forkd.config import Config, ConfigError, load
+from forkd.handlers.wsgi_environ import preload_apps
 from forkd.listeners import Listener, ListenError
 from forkd.logs import LEVELS, ErrorLog
 from forkd.scoreboard import Slot
@@ -210,6 +211,10 @@ class Master:
         self.install_signals()
         self.set_title(1)
         preload_worker_code()
+        try:
+            preload_apps(config.routes)  # wsgi routes with preload: true (issue 13)
+        except Exception:  # noqa: BLE001 - whatever the app's import raises
+            raise StartupError(f"wsgi app could not be imported: {traceback.format_exc()}") from None
         self.reloads = pidfile.ReloadRecorder(self.pidfile, self.pid, 1)
         try:
             contexts = tls_contexts(config, listeners)
@@ -548,6 +553,13 @@ class Master:
             self.end_reload(serial, False, "\n".join(["configuration rejected:", *exc.problems]))
             return
         assert self.generation is not None
+        try:
+            preload_apps(config.routes)  # wsgi routes with preload: true (issue 13)
+        except Exception as exc:  # noqa: BLE001 - whatever the app's import raises
+            self.log.error(f"reload rejected: wsgi app could not be imported: "
+                           f"{traceback.format_exc()}")
+            self.end_reload(serial, False, f"wsgi app could not be imported: {exc!r}")
+            return
         try:
             check_user(config)
             own_logs(config)
