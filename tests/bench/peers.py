@@ -32,6 +32,7 @@ LISTEN_RE = re.compile(r"listening on (\S+)")
 
 LISTING = "listing"
 CGI = "cgi"
+WSGI = "wsgi"  # serves the apps of tests/bench/wsgi_app.py at /wsgi/ and /flask/
 
 
 class PeerFailed(Exception):
@@ -45,6 +46,7 @@ class Peer:
     label = ""  # the name shown in tables
     features: frozenset[str] = frozenset()  # optional workloads it supports: LISTING, CGI
     stop_signal = signal.SIGTERM
+    shared_dir = True  # its directory is writable by all (see start)
 
     def __init__(self, workdir: Path, tree: Tree) -> None:
         self.dir = workdir / self.key
@@ -72,7 +74,9 @@ class Peer:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "tmp").mkdir(exist_ok=True)
         os.chmod(self.dir / "tmp", 0o777)
-        os.chmod(self.dir, 0o777)  # servers that drop to nobody open their logs afterwards
+        # Servers that drop to nobody open their logs afterwards; forkd refuses to write its logs in
+        # a directory others may write to (and runs as root here), so its own stays 0755.
+        os.chmod(self.dir, 0o777 if self.shared_dir else 0o755)
         if not self.port:
             self.port = free_port()
         argv = self.command()
@@ -183,6 +187,7 @@ class Apache(Peer):
 
 class Gunicorn(Peer):
     key, label, worker_class = "gunicorn-sync", "gunicorn sync", "sync"
+    features = frozenset({WSGI})
     extra: tuple[str, ...] = ()
 
     @classmethod
@@ -223,9 +228,10 @@ class PythonHttpServer(Peer):
 
 class Forkd(Peer):
     key, label = "forkd", "forkd"
-    features = frozenset({LISTING, CGI})
+    features = frozenset({LISTING, CGI, WSGI})
     stop_signal = signal.SIGINT  # fast stop: the bench has no requests worth finishing
     access_log = False
+    shared_dir = False
 
     def command(self) -> list[str]:
         log = str(self.dir / "access.log") if self.access_log else "null"

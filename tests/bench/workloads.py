@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 from dataclasses import dataclass
 
-from tests.bench.peers import CGI, LISTING
+from tests.bench.peers import CGI, LISTING, WSGI
 from tests.bench.tree import CGI_BODY, Tree
 
 
@@ -32,10 +32,17 @@ LISTING_50 = Workload("listing", "directory listing of 50 files, keep-alive, 50 
                       "/list/", needs=LISTING)
 CGI_HELLO = Workload("cgi", "shell CGI hello, keep-alive, 50 connections",
                      "/cgi-bin/hello.sh", needs=CGI)
+WSGI_HELLO = Workload("wsgi", "WSGI hello world (plain app), keep-alive, 50 connections",
+                      "/wsgi/hello", needs=WSGI)
+FLASK_HELLO = Workload("flask", "Flask hello world, keep-alive, 50 connections", "/flask/hello",
+                       needs=WSGI)
+DJANGO_HELLO = Workload("django", "Django hello world view, keep-alive, 50 connections",
+                        "/django/hello", needs=WSGI)
 CAPACITY = Workload("capacity", "1 KiB file, 50 connections, while 5,000 idle keep-alive "
                     "connections are held open", "/1k.txt")
 
-MEASURED = (KEEPALIVE, CLOSE, ONE_MIB, TEN_MIB, NOT_FOUND, LISTING_50, CGI_HELLO)
+MEASURED = (KEEPALIVE, CLOSE, ONE_MIB, TEN_MIB, NOT_FOUND, LISTING_50, CGI_HELLO, WSGI_HELLO,
+            FLASK_HELLO, DJANGO_HELLO)
 ALL = MEASURED + (CAPACITY,)
 
 # The request mix of the memory test: wrk cycles through it (see drive.MIX_LUA for the syntax).
@@ -69,6 +76,8 @@ def check_first_response(port: int, workload: Workload, tree: Tree) -> str | Non
         return f"status {response.status}, expected {workload.status}"
     if workload.path in tree.sizes and len(body) != tree.sizes[workload.path]:
         return f"body of {len(body)} bytes, expected {tree.sizes[workload.path]}"
+    if workload.needs == WSGI and body != b"Hello, World!":
+        return f"WSGI body {body[:40]!r}, expected b'Hello, World!'"
     if workload.needs == CGI and body != CGI_BODY:
         return f"CGI body {body[:40]!r}, expected {CGI_BODY!r}"
     if workload.needs == LISTING:
