@@ -4,18 +4,21 @@ for Django), redirects, sessions in cookies, file uploads and streamed responses
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import re
+import subprocess
 import time
 from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
+from test_hardening_support import Probe, raise_own_nofile
 
 from tests.support.daemon import ROOT, Daemon
-from tests.support.tools import need_module
+from tests.support.tools import need_module, need_tool
 
 APPS = str(ROOT / "tests" / "wsgi")
 UPLOAD = os.urandom(3 << 20)  # 3 MiB: spooled to disk by forkd, read by the framework
@@ -146,3 +149,23 @@ def test_keep_alive_and_head_requests(make_daemon, tmp_path, path: str) -> None:
     conn.request("GET", path)
     assert conn.getresponse().read() == b"Hello, World!"  # the connection is still in step
     conn.close()
+
+
+def test_slowloris_does_not_deny_the_flask_app_to_a_normal_client(make_daemon, tmp_path) -> None:
+    """1,000 slowloris connections hold buffers in the loop, never an app thread (gunicorn's
+    sync workers would each be pinned by one of them)."""
+    need_module("flask")
+    need_tool("slowhttptest")
+    raise_own_nofile(8192)
+    daemon = site(make_daemon, tmp_path)
+    prefix = daemon.dir / "slowloris"
+    command = ["slowhttptest", "-H", "-c", "1000", "-r", "200", "-i", "2", "-l", "10", "-p", "3",
+               "-g", "-o", str(prefix), "-u", f"http://{daemon.host}:{daemon.port}/app/hi"]
+    with Probe(daemon.host, daemon.port, "/app/hi") as probe:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with open(f"{prefix}.csv") as report:
+        rows = [{k.strip(): int(v) for k, v in row.items()} for row in csv.DictReader(report)]
+    assert max(row["Connected"] for row in rows) >= 950  # all held at once
+    assert probe.failures == [] and len(probe.latencies) > 100
+    assert probe.p99() < 0.2, f"p99 {probe.p99() * 1000:.0f} ms"
