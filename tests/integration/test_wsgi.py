@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.support.daemon import ROOT, Daemon, poll
 
@@ -386,3 +388,30 @@ def test_an_app_that_cannot_be_imported_stops_the_start(tmp_path, preload: bool)
     assert result.returncode == 1
     assert "Traceback" in result.stderr.replace("\\n", "\n")
     assert "No module named 'no_such_dependency'" in result.stderr
+
+
+# -- HTTPS ----------------------------------------------------------------------------------------
+
+def test_url_scheme_is_https_on_tls_with_the_ssl_variables(make_daemon, tmp_path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    daemon = wsgi_site(make_daemon, tmp_path,
+                       listen=[{"address": "127.0.0.1:0", "tls": True}, "127.0.0.1:0"],
+                       tls={"certificates": [{"cert": str(cert), "key": str(key)}]})
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    conn = http.client.HTTPSConnection("127.0.0.1", daemon.port, context=context, timeout=10)
+    conn.request("GET", "/app/environ")
+    env = json.loads(conn.getresponse().read())
+    conn.close()
+    assert env["wsgi.url_scheme"] == "https" and env["HTTPS"] == "on"
+    assert env["REQUEST_SCHEME"] == "https" and env["SSL_PROTOCOL"].startswith("TLSv1.")
+    plain_port = int(daemon.addresses[1].rsplit(":", 1)[1])
+    plain = http.client.HTTPConnection("127.0.0.1", plain_port, timeout=10)
+    plain.request("GET", "/app/environ")
+    env = json.loads(plain.getresponse().read())
+    assert env["wsgi.url_scheme"] == "http" and "HTTPS" not in env
+    no_validator_complaints(daemon)
