@@ -415,3 +415,16 @@ def test_url_scheme_is_https_on_tls_with_the_ssl_variables(make_daemon, tmp_path
     env = json.loads(plain.getresponse().read())
     assert env["wsgi.url_scheme"] == "http" and "HTTPS" not in env
     no_validator_complaints(daemon)
+
+
+def test_the_demo_sites_json_api(make_daemon) -> None:
+    daemon = make_daemon({"routes": [{"prefix": "/api/", "wsgi": {
+        "app": "demo_api:application", "python_path": [str(ROOT / "conf" / "apps")]}}]})
+    status, headers, body = daemon.get("/api/")
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert json.loads(body)["links"]["time"] == "/api/time"
+    assert json.loads(daemon.get("/api/time")[2])["thread"].startswith("wsgi-")
+    status, _, body = daemon.get("/api/echo", method="POST", body=b'{"a": [1, 2]}')
+    assert (status, json.loads(body)) == (200, {"received": {"a": [1, 2]}, "bytes": 13})
+    assert daemon.get("/api/echo", method="POST", body=b"{nope")[0] == 400
+    assert daemon.get("/api/echo")[0] == 405 and daemon.get("/api/nothing")[0] == 404

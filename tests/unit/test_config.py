@@ -39,7 +39,8 @@ def test_the_demo_config_is_valid() -> None:
     config = load(ROOT / "conf" / "site.yaml")
     assert config.listen == (ListenAddress("inet", "127.0.0.1", 8080),)
     assert config.source == ROOT / "conf" / "site.yaml"
-    cgi, static = config.routes
+    cgi, api, static = config.routes
+    assert api.wsgi is not None and api.wsgi.python_path == (ROOT / "conf" / "apps",)
     assert cgi.cgi is not None and cgi.cgi.root == ROOT / "conf" / "cgi-bin"
     assert set(cgi.cgi.interpreters) == {".py", ".php"}
     assert all(os.access(program, os.X_OK) for program in cgi.cgi.interpreters.values())
