@@ -428,7 +428,8 @@ class Master:
             self.on_ready(record)
         if worker.WANTS_RETIREMENT in data and not record.wants_retirement:
             record.wants_retirement = True
-            self.log.info(f"{record.describe()} asks to retire (worker_requests reached)")
+            self.log.info(f"{record.describe()} asks to retire "
+                          "(worker_requests reached, or a stuck app thread: see its log)")
 
     def on_ready(self, record: WorkerRecord) -> None:
         record.ready = True

@@ -71,7 +71,7 @@ from forkd.tls_connection import TlsConnection
 # Bytes a worker writes on its notify pipe to the master.
 READY = b"R"  # booted: handlers built, about to accept
 HEARTBEAT = b"."  # the loop is turning (at least once a second)
-WANTS_RETIREMENT = b"Q"  # worker_requests reached: start my replacement, then send me TERM
+WANTS_RETIREMENT = b"Q"  # worker_requests reached or a stuck app thread: replace me, then TERM
 BOOT_FAILED = b"!"  # could not boot: the rest, up to EOF, is the reason (the master logs it)
 
 EXIT_OK = 0
@@ -145,7 +145,8 @@ class Worker:
         self.access_log = AccessLog(config.access_log, config.log_format)
         self.reactor = Reactor()
         self.epoll = self.reactor.epoll
-        self.router = Router(config, HandlerContext(config, self.error_log, self.reactor))
+        self.router = Router(config, HandlerContext(config, self.error_log, self.reactor,
+                                                    self.ask_retirement))
         self.services = Services(
             config, self.reactor, self.router, self.error_log, self.access_log, context.slot,
             SERVER_SOFTWARE if config.server_tokens else "forkd", self.forget, self.request_done,
@@ -471,6 +472,13 @@ class Worker:
         CGI script never holds one) — one system call less per connection.
         """
         self.connections.pop(connection.fd, None)
+
+    def ask_retirement(self, why: str) -> None:
+        """Have the master start a replacement, then retire this worker gracefully."""
+        if not self.asked_retirement:
+            self.asked_retirement = True
+            self.error_log.warning(f"worker asks to be replaced: {why}")
+            self._notify(WANTS_RETIREMENT)
 
     def request_done(self) -> None:
         self.served += 1

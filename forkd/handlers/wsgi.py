@@ -78,6 +78,7 @@ BUFFER_BYTES = 256 * 1024  # response bytes an app thread may have waiting for i
 MIN_SEND_RATE = 1024  # bytes/s a client must average while a streamed response waits for it
 GATHER_WAIT = 0.003  # after the first chunk, how long to wait for the end before streaming
 BUSY = [("Retry-After", "1")]
+STUCK_CHECK = 1.0  # seconds between looks for app threads running past timeouts.worker
 
 # PEP 3333: "200 OK": three digits, a space, a reason phrase (may be empty), no control characters.
 STATUS_LINE = re.compile(r"([1-9][0-9]{2}) [^\x00-\x1f\x7f]*")
@@ -128,6 +129,10 @@ class WsgiHandler:
         self.refused_logged = 0.0
         self.wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.reactor.watch(self.wake, EPOLLIN, self)
+        self.running: set[WsgiExchange] = set()  # exchanges whose app runs now (under lock)
+        self.stuck_after = config.timeouts.worker
+        self.retire = context.retire
+        self.reactor.call_at(time.monotonic() + STUCK_CHECK, self._check_stuck)
 
     # -- the Handler protocol (loop) ---------------------------------------------------------------
     def prepare(self, request: Request) -> None:
@@ -184,6 +189,21 @@ class WsgiHandler:
             finally:
                 self.release()
 
+    def _check_stuck(self, now: float) -> None:
+        """An app running past timeouts.worker holds its thread for good: replace the worker."""
+        with self.lock:
+            running = list(self.running)
+        for exchange in running:
+            if not exchange.stuck and now - exchange.run_started > self.stuck_after:
+                exchange.stuck = True
+                self.log.error(
+                    f"wsgi {self.label}: {exchange.request.request_line!r} has run for more than "
+                    f"timeouts.worker ({self.stuck_after:g}s); its thread cannot be stopped, so "
+                    f"this worker is replaced gracefully. Stack: {exchange.stack()}")
+                if self.retire is not None:
+                    self.retire(f"wsgi app stuck on {exchange.request.request_line!r}")
+        self.reactor.call_at(now + STUCK_CHECK, self._check_stuck)
+
     # -- from app threads to the loop --------------------------------------------------------------
     def notify(self, exchange: WsgiExchange) -> None:
         """Tell the loop that `exchange` has news (app thread); one eventfd write per wake-up."""
@@ -236,6 +256,8 @@ class WsgiExchange:
         self.file_range: tuple[int, int, int] | None = None
         self.cancelled = False  # the loop gave up on this request
         self.thread_id = 0
+        self.run_started = 0.0  # when the app thread took it (monotonic)
+        self.stuck = False  # reported as running past timeouts.worker
 
     # -- the loop's side ---------------------------------------------------------------------------
     def start(self, reply: Reply, now: float) -> None:
@@ -353,13 +375,14 @@ class WsgiExchange:
         handler.log.error(
             f"wsgi {handler.label}: {self.request.request_line!r} took more than "
             f"{self.timeout:g}s {what}; its thread cannot be stopped and runs on. "
-            f"Stack: {self._stack()}")
+            f"Stack: {self.stack()}")
         if not self.responded:
             self.responded = True
             assert self.reply is not None
             self.reply.fail(GatewayTimeout(f"{handler.label} did not answer in time"), now)
 
-    def _stack(self) -> str:
+    def stack(self) -> str:
+        """The Python stack of the thread running this app (for the error log)."""
         frame = sys._current_frames().get(self.thread_id)
         return "".join(traceback.format_stack(frame)) if frame is not None else "(not running)"
 
@@ -389,6 +412,9 @@ class WsgiExchange:
         if self.cancelled:  # it waited in the queue past its timeout, or its client left
             self.body.close()
             return
+        self.run_started = time.monotonic()
+        with handler.lock:
+            handler.running.add(self)
         try:
             environ = build_environ(self.request, self.script_name, self.path_info, handler.fixed,
                                     self.body)
@@ -410,6 +436,8 @@ class WsgiExchange:
                 except Exception as exc:  # noqa: BLE001 - as above
                     self._app_failed(exc)
             self.body.close()
+            with handler.lock:
+                handler.running.discard(self)
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: ExcInfo | None = None) -> Any:

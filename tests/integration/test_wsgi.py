@@ -296,6 +296,24 @@ def test_an_app_past_its_timeout_gets_504_and_a_log_line_with_its_stack(make_dae
     assert daemon.get("/small.txt")[0] == 200
 
 
+def test_an_app_stuck_past_timeouts_worker_gets_its_worker_replaced_gracefully(make_daemon,
+                                                                                tmp_path) -> None:
+    daemon = wsgi_site(make_daemon, tmp_path, wsgi={"timeout": 0.5},
+                       timeouts={"worker": 1.5})
+    [old] = daemon.worker_pids()
+    conn = daemon.connection()  # a kept-alive client of the old worker
+    conn.request("GET", "/small.txt")
+    assert conn.getresponse().read() == b"x" * 1024
+    assert daemon.get("/app/sleep?6")[0] == 504
+    daemon.wait_for_log("has run for more than timeouts.worker (1.5s)", timeout=10)
+    daemon.wait_for_log("worker asks to be replaced: wsgi app stuck on 'GET /app/sleep?6 HTTP/1.1'")
+    poll(lambda: len(daemon.worker_pids()) == 1 and old not in daemon.worker_pids(), 15,
+         "the old worker replaced")
+    assert "exited with code 0" in daemon.log()  # retired, not killed
+    assert "time.sleep(float(query or 2))" in daemon.log()  # the stuck thread's stack
+    assert daemon.get("/app/write")[::2] == (200, b"written twice and returned")
+
+
 # -- code reload ----------------------------------------------------------------------------------
 
 APP_CODE = '''
