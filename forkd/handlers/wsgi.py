@@ -31,7 +31,9 @@ database, a sleep) and the loop must not:
 - `wsgi.timeout` bounds the wait for the response to start (then 504, if nothing was sent) and
   the silence between two chunks (then the response is cut). A thread cannot be killed in Python:
   a timed-out app keeps its thread until it returns. The log line names the app and the request
-  line and shows the thread's stack, so the operator sees where it hangs.
+  line and shows the thread's stack, so the operator sees where it hangs. An app still running
+  after timeouts.worker is stuck for good: the worker asks the master to replace it gracefully
+  (context.retire), and the thread ends with the old worker.
 - Errors: an exception from the app before its response started is a 500 (the traceback goes to
   the error log only); after it started, the connection is cut. start_response refuses a bad
   status line and hop-by-hop headers (PEP 3333): the app sees an exception, the client a 500

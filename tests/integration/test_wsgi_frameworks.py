@@ -1,5 +1,5 @@
-"""Real frameworks on the wsgi route (issue 13): a Flask 3 app and a Django 5 project, each
-mounted under a prefix, with the things apps do: links built from SCRIPT_NAME, forms (with CSRF
+"""Real frameworks on the wsgi route (issue 13): a Flask 3 app, a Django 5 project and a Pyramid 2
+app, each mounted under a prefix, with the things apps do: links built from SCRIPT_NAME, forms (with CSRF
 for Django), redirects, sessions in cookies, file uploads and streamed responses."""
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def site(make_daemon, tmp_path: Path) -> Daemon:
             {"prefix": "/django/", "wsgi": {
                 "app": "django_site.wsgi:application", "python_path": [APPS],
                 "env": {"DJANGO_SETTINGS_MODULE": "django_site.settings"}}},
+            {"prefix": "/pyramid/", "wsgi": {"app": "pyramid_app", "python_path": [APPS]}},
             {"prefix": "/", "static": {"root": str(tmp_path / "www")}},
         ],
     })
@@ -130,6 +131,21 @@ def test_django_project_mounted_under_a_prefix(make_daemon, tmp_path) -> None:
     assert (status, headers["location"]) == (301, "/django/done/")
     check_upload(browser, "/django/upload/")
     check_stream(daemon, "/django/stream/")
+
+
+def test_pyramid_app_mounted_under_a_prefix(make_daemon, tmp_path) -> None:
+    need_module("pyramid")
+    daemon = site(make_daemon, tmp_path)
+    browser = Browser(daemon)
+    assert browser.request("GET", "/pyramid/")[::2] == (200,
+                                                        b'<a href="/pyramid/items/x">item</a>')
+    status, _, body = browser.request("GET", "/pyramid/items/x", headers={"Host": "example.org"})
+    assert (status, json.loads(body)) == (200, {"name": "x",
+                                                "url": "http://example.org/pyramid/items/y"})
+    status, headers, _ = browser.post_form("/pyramid/submit", {"name": "z"})
+    assert (status, headers["location"]) == (  # WebOb makes it absolute, from HTTP_HOST
+        302, f"http://127.0.0.1:{daemon.port}/pyramid/items/z")
+    assert browser.request("GET", "/pyramid/nothing")[0] == 404
 
 
 @pytest.mark.parametrize("path", ["/app/hi", "/django/hi/"])
