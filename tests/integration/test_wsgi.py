@@ -424,6 +424,8 @@ def test_url_scheme_is_https_on_tls_with_the_ssl_variables(make_daemon, tmp_path
     conn = http.client.HTTPSConnection("127.0.0.1", daemon.port, context=context, timeout=10)
     conn.request("GET", "/app/environ")
     env = json.loads(conn.getresponse().read())
+    conn.request("GET", "/raw/file?1000")  # a file range over TLS: read and encrypted, no sendfile
+    assert conn.getresponse().read() == DATA[1000:]
     conn.close()
     assert env["wsgi.url_scheme"] == "https" and env["HTTPS"] == "on"
     assert env["REQUEST_SCHEME"] == "https" and env["SSL_PROTOCOL"].startswith("TLSv1.")
