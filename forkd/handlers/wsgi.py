@@ -41,14 +41,13 @@ database, a sleep) and the loop must not:
   connection.
 
 The app itself is imported when the handler is built, i.e. in the worker after fork (new code on
-each reload), unless `preload` imported it in the master first (see forkd.handlers.wsgi_preload).
+each reload), unless `preload` imported it in the master first (wsgi_environ.preload_apps).
 """
 
 from __future__ import annotations
 
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -62,10 +61,12 @@ from forkd.config import WsgiConfig
 from forkd.handlers.base import HandlerContext, Reply
 from forkd.handlers.paths import normalize, strip_prefix
 from forkd.handlers.wsgi_environ import (
+    AppProtocolError,
     Errors,
     FileWrapper,
     Input,
     build_environ,
+    check_start_response,
     fixed_environ,
     load_app,
     own_body,
@@ -82,18 +83,7 @@ GATHER_WAIT = 0.003  # after the first chunk, how long to wait for the end befor
 BUSY = [("Retry-After", "1")]
 STUCK_CHECK = 1.0  # seconds between looks for app threads running past timeouts.worker
 
-# PEP 3333: "200 OK": three digits, a space, a reason phrase (may be empty), no control characters.
-STATUS_LINE = re.compile(r"([1-9][0-9]{2}) [^\x00-\x1f\x7f]*")
-HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.1 token
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-})
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
-
-
-class AppProtocolError(AssertionError):
-    """The app broke PEP 3333 (what wsgiref.validate would assert): a 500 and a closed connection."""
 
 
 class ClientDisconnected(OSError):
@@ -101,7 +91,12 @@ class ClientDisconnected(OSError):
 
 
 class AppBroken(InternalError):
+    """The 500 for an AppProtocolError: the connection closes, since the app misbehaved."""
+
     close = True
+
+
+HTTPErrorType = type[InternalError]
 
 
 class WsgiHandler:
@@ -451,7 +446,7 @@ class WsgiExchange:
                 exc_info = None  # no reference cycle through the traceback
         elif self.pending is not None:
             raise AppProtocolError("start_response called a second time without exc_info")
-        self.pending = _check_start(status, headers)
+        self.pending = check_start_response(status, headers)
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -532,39 +527,3 @@ class WsgiExchange:
             else:
                 self.failed = AppBroken if isinstance(exc, AppProtocolError) else InternalError
         handler.notify(self)
-
-
-HTTPErrorType = type[InternalError]
-
-
-def _check_start(status: Any, headers: Any) -> tuple[int, list[tuple[str, str]], int | None]:
-    """(status code, headers, declared Content-Length) of a start_response call, or raise."""
-    if type(status) is not str or STATUS_LINE.fullmatch(status) is None:
-        raise AppProtocolError(f"bad status line {status!r} (expected e.g. '200 OK')")
-    if type(headers) is not list:
-        raise AppProtocolError(f"response headers must be a list, not {type(headers).__name__}")
-    length = None
-    for item in headers:
-        if type(item) is not tuple or len(item) != 2:
-            raise AppProtocolError(f"a response header must be a (name, value) tuple: {item!r}")
-        name, value = item
-        if type(name) is not str or HEADER_NAME.fullmatch(name) is None:
-            raise AppProtocolError(f"bad response header name {name!r}")
-        if type(value) is not str or "\r" in value or "\n" in value or not _latin1(value):
-            raise AppProtocolError(f"bad value for response header {name}: {value!r}")
-        lower = name.lower()
-        if lower in HOP_BY_HOP:
-            raise AppProtocolError(f"hop-by-hop header {name} is the server's business")
-        if lower == "content-length":
-            if not value.isdigit():
-                raise AppProtocolError(f"bad Content-Length {value!r}")
-            length = int(value)
-    return int(status[:3]), headers, length
-
-
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -16,6 +16,9 @@ Everything here is plain data and objects an app thread uses; nothing here knows
   TLS, with HTTPS=on and the SSL_* variables of the contract.
 - `Errors` (wsgi.errors) turns what an app writes into error-log lines, escaped (an app cannot
   forge a log line), prefixed with the app's name.
+- `check_start_response` holds start_response's arguments to PEP 3333: a status line such as
+  "200 OK", a list of (str, str) tuples without CR/LF, no hop-by-hop field (those are the server's
+  business); anything else raises AppProtocolError inside the app.
 - `FileWrapper` (wsgi.file_wrapper) is iterable like any body; when the app returns it unwrapped
   around a regular file, the worker sends the file with sendfile from its current position.
 - `load_app` imports "package.module:callable" with the route's python_path in front of sys.path
@@ -27,6 +30,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import re
 import stat
 import sys
 import threading
@@ -209,6 +213,55 @@ class FileWrapper:
         if not isinstance(fd, int) or not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         return fd, offset, max(size - offset, 0)
+
+
+# -- start_response ---------------------------------------------------------------------------
+
+# PEP 3333: "200 OK": three digits, a space, a reason phrase (may be empty), no control characters.
+STATUS_LINE = re.compile(r"([1-9][0-9]{2}) [^\x00-\x1f\x7f]*")
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.1 token
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+})
+
+
+class AppProtocolError(AssertionError):
+    """The app broke PEP 3333 (what wsgiref.validate would assert): a 500 and a closed connection."""
+
+
+def check_start_response(status: Any, headers: Any,
+                         ) -> tuple[int, list[tuple[str, str]], int | None]:
+    """(status code, headers, declared Content-Length) of a start_response call, or raise."""
+    if type(status) is not str or STATUS_LINE.fullmatch(status) is None:
+        raise AppProtocolError(f"bad status line {status!r} (expected e.g. '200 OK')")
+    if type(headers) is not list:
+        raise AppProtocolError(f"response headers must be a list, not {type(headers).__name__}")
+    length = None
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise AppProtocolError(f"a response header must be a (name, value) tuple: {item!r}")
+        name, value = item
+        if type(name) is not str or HEADER_NAME.fullmatch(name) is None:
+            raise AppProtocolError(f"bad response header name {name!r}")
+        if type(value) is not str or "\r" in value or "\n" in value or not _is_latin1(value):
+            raise AppProtocolError(f"bad value for response header {name}: {value!r}")
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            raise AppProtocolError(f"hop-by-hop header {name} is the server's business")
+        if lower == "content-length":
+            if not value.isdigit():
+                raise AppProtocolError(f"bad Content-Length {value!r}")
+            length = int(value)
+    return int(status[:3]), headers, length
+
+
+def _is_latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # -- the environ ------------------------------------------------------------------------------

@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from forkd.config import ConfigError, dump, loads
-from forkd.handlers.wsgi import AppProtocolError, _check_start
-from forkd.handlers.wsgi_environ import Errors, FileWrapper, Input, own_body, split_app
+from forkd.handlers.wsgi_environ import (
+    AppProtocolError,
+    Errors,
+    FileWrapper,
+    Input,
+    check_start_response,
+    own_body,
+    split_app,
+)
 from forkd.logs import ErrorLog
 
 BODY = b"first line\nsecond line\n\nlast, no newline"
@@ -113,13 +120,13 @@ def _spooled(data: bytes, limit: int) -> tempfile.SpooledTemporaryFile[bytes]:
 ])
 def test_start_response_refuses_what_pep_3333_forbids(status, headers, why: str) -> None:
     with pytest.raises(AppProtocolError, match=why):
-        _check_start(status, headers)
+        check_start_response(status, headers)
 
 
 def test_start_response_reads_the_declared_length() -> None:
     headers = [("Content-Type", "text/plain"), ("content-length", "12")]
-    assert _check_start("404 Not Found", headers) == (404, headers, 12)
-    assert _check_start("299 ", []) == (299, [], None)  # an empty reason phrase is allowed
+    assert check_start_response("404 Not Found", headers) == (404, headers, 12)
+    assert check_start_response("299 ", []) == (299, [], None)  # an empty reason phrase is allowed
 
 
 def test_wsgi_errors_become_escaped_log_lines(tmp_path: Path) -> None:
