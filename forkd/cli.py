@@ -128,6 +128,7 @@ def serve(config_file: str) -> int:
     # the fork, with every route type's module, so a new worker starts without importing anything.
     from forkd import master, worker
     from forkd.handlers.registry import preload
+    from forkd.handlers.wsgi_environ import preload_apps
 
     try:
         config = load(config_file)
@@ -142,7 +143,8 @@ def serve(config_file: str) -> int:
         return fail(f"not started: cannot open error_log {config.error_log}: {exc.strerror}")
     try:
         preload()
-        return master.run(config, log, worker.run_worker)
+        return master.run(config, log, worker.run_worker,
+                          lambda loaded: preload_apps(loaded.routes))
     except master.StartupError as exc:
         # The master's last log line says why; the terminal gets it too, wherever the log goes.
         return fail(f"not started: {exc}")

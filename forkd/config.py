@@ -25,6 +25,7 @@ import difflib
 import grp
 import os
 import pwd
+import re
 import shutil
 import stat
 import types
@@ -137,14 +138,31 @@ class CgiConfig:
     min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
 
 
+# -- WSGI (issue 13): Python web applications (PEP 3333) run in a thread pool of each worker --------
+@dataclass(frozen=True)
+class WsgiConfig:
+    app: str  # "package.module:callable" (":application" when the callable is left out)
+    python_path: tuple[Path, ...] = field(default=(), metadata=DIR)  # put before sys.path
+    env: Mapping[str, str] = field(default_factory=dict)  # os.environ entries set before the import
+    threads: int = 4  # app threads per worker
+    queue: int = 64  # requests per worker waiting for a free thread; beyond: 503 + Retry-After
+    timeout: float = 60.0  # seconds for the app to start its response (then 504) or between chunks
+    preload: bool = False  # import in the master before fork (HUP then keeps the old code)
+
+
+WSGI_APP = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?")
+# -- end of WSGI ---------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
     static: StaticConfig | None = None
     cgi: CgiConfig | None = None
+    wsgi: WsgiConfig | None = None  # issue 13
 
     @property
-    def handler_config(self) -> StaticConfig | CgiConfig:
+    def handler_config(self) -> StaticConfig | CgiConfig | WsgiConfig:
         return self.handler[1]  # type: ignore[no-any-return]
 
     @property
@@ -532,9 +550,24 @@ class _Builder:
         return data
 
     def _check_Route(self, values: dict[str, Any], path: str) -> None:
-        handlers = [name for name in ("static", "cgi") if name in values]
+        handlers = [name for name in ("static", "cgi", "wsgi") if name in values]
         if len(handlers) != 1:
-            self.fail(path, "a route needs exactly one handler: static or cgi")
+            self.fail(path, "a route needs exactly one handler: static, cgi or wsgi")
+
+    # WSGI (issue 13): the app reference and the variables are checked here; importing the app
+    # is the worker's job (or the master's, with preload), never --check's.
+    def _field_WsgiConfig_app(self, data: Any, path: str) -> str:
+        if not isinstance(data, str) or WSGI_APP.fullmatch(data) is None:
+            self.fail(path, f'expected "package.module:callable", got {data!r}')
+            return ""
+        return data
+
+    def _check_WsgiConfig(self, values: dict[str, Any], path: str) -> None:
+        if values.get("threads") == 0:
+            self.fail(f"{path}.threads", "must be at least 1")
+        for name in values.get("env") or {}:
+            if not name or "=" in name or "\0" in name:
+                self.fail(f"{path}.env.{name}", "not a valid environment variable name")
 
     def _check_Config(self, values: dict[str, Any], path: str) -> None:
         if "routes" not in values or not values["routes"]:

@@ -118,7 +118,12 @@ class LogFile:
             self.problem = exc.strerror or str(exc)
             return False
         if old > 2 and old != self.fd:
-            os.close(old)
+            # Keep the descriptor's number (dup2 swaps the file under it atomically): WSGI app
+            # threads write to it at any moment, and a closed number could meanwhile be reused
+            # by a client socket.
+            os.dup2(self.fd, old, inheritable=False)
+            os.close(self.fd)
+            self.fd = old
         return True
 
     def write(self, data: bytes) -> None:

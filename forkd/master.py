@@ -67,6 +67,7 @@ from forkd.scoreboard import Slot
 from forkd.systemd import Notifier, listen_fds
 
 WorkerMain = Callable[[supervision.WorkerContext], int]  # a worker's entry point, given by cli
+Preload = Callable[[Config], None]  # imports a config's application code before fork (cli's)
 
 BOOT_TIMEOUT = 30.0  # seconds a new worker may take to report READY
 CRASH_WINDOW = 1.0  # a worker dying this soon after its start counts as a crash
@@ -132,9 +133,10 @@ class PendingGeneration:
 class Master:
     def __init__(
         self, config: Config, log: ErrorLog, notifier: Notifier, systemd_fds: list[int],
-        worker_main: WorkerMain,
+        worker_main: WorkerMain, preload: Preload,
     ) -> None:
         self.worker_main = worker_main
+        self.preload = preload
         assert config.source is not None
         self.config_path = config.source
         self.log = log
@@ -213,6 +215,10 @@ class Master:
             self.log.info(f"listening on {listener.real_address}")
         self.install_signals()
         self.set_title(1)
+        try:
+            self.preload(config)  # e.g. wsgi routes with preload: true
+        except Exception:  # noqa: BLE001 - whatever the app's import raises
+            raise StartupError(f"wsgi app could not be imported: {traceback.format_exc()}") from None
         self.reloads = pidfile.ReloadRecorder(self.pidfile, self.pid, 1)
         try:
             contexts = tls_contexts(config, listeners)
@@ -426,7 +432,8 @@ class Master:
             self.on_ready(record)
         if supervision.WANTS_RETIREMENT in data and not record.wants_retirement:
             record.wants_retirement = True
-            self.log.info(f"{record.describe()} asks to retire (worker_requests reached)")
+            self.log.info(f"{record.describe()} asks to retire "
+                          "(worker_requests reached, or a stuck app thread: see its log)")
 
     def on_ready(self, record: WorkerRecord) -> None:
         record.ready = True
@@ -551,6 +558,13 @@ class Master:
             self.end_reload(serial, False, "\n".join(["configuration rejected:", *exc.problems]))
             return
         assert self.generation is not None
+        try:
+            self.preload(config)  # e.g. wsgi routes with preload: true
+        except Exception as exc:  # noqa: BLE001 - whatever the app's import raises
+            self.log.error(f"reload rejected: wsgi app could not be imported: "
+                           f"{traceback.format_exc()}")
+            self.end_reload(serial, False, f"wsgi app could not be imported: {exc!r}")
+            return
         try:
             check_user(config)
             own_logs(config)
@@ -955,11 +969,12 @@ def tls_contexts(config: Config, listeners: list[Listener]) -> dict[int, ssl.SSL
     return {listener.sock.fileno(): context for listener in chosen}
 
 
-def run(config: Config, log: ErrorLog, worker_main: WorkerMain) -> int:
+def run(config: Config, log: ErrorLog, worker_main: WorkerMain, preload: Preload) -> int:
     """Start a master for a loaded config; raise StartupError when it cannot serve at all.
 
-    `worker_main` runs in each forked worker and returns its exit code (forkd.worker.run_worker).
+    `worker_main` runs in each forked worker and returns its exit code (forkd.worker.run_worker);
+    `preload` imports what a config asks to load before fork, at start and on every reload.
     """
     systemd_fds = listen_fds(os.environ)  # also removes the variables: CGI must not see them
     notifier = Notifier.from_environment(os.environ)
-    return Master(config, log, notifier, systemd_fds, worker_main).run()
+    return Master(config, log, notifier, systemd_fds, worker_main, preload).run()

@@ -131,7 +131,8 @@ class Worker:
         self.access_log = AccessLog(config.access_log, config.log_format)
         self.reactor = Reactor()
         self.epoll = self.reactor.epoll
-        self.router = Router(config, HandlerContext(config, self.error_log, self.reactor))
+        self.router = Router(config, HandlerContext(config, self.error_log, self.reactor,
+                                                    self.ask_retirement))
         self.services = Services(
             config, self.reactor, self.router, self.error_log, self.access_log, context.slot,
             SERVER_SOFTWARE if config.server_tokens else "forkd", self.forget, self.request_done,
@@ -460,6 +461,13 @@ class Worker:
         CGI script never holds one) — one system call less per connection.
         """
         self.connections.pop(connection.fd, None)
+
+    def ask_retirement(self, why: str) -> None:
+        """Have the master start a replacement, then retire this worker gracefully."""
+        if not self.asked_retirement:
+            self.asked_retirement = True
+            self.error_log.warning(f"worker asks to be replaced: {why}")
+            self._notify(WANTS_RETIREMENT)
 
     def request_done(self) -> None:
         self.served += 1

@@ -22,6 +22,7 @@ exchange.on_timeout() when the deadline the exchange set through reply.set_deadl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -66,6 +67,8 @@ class HandlerContext:
     config: Config
     log: ErrorLog
     reactor: Reactor
+    # Ask for this worker to be replaced gracefully (a WSGI app thread stuck for good), with why.
+    retire: Callable[[str], None] | None = None
 
 
 class InternalRedirect(Exception):

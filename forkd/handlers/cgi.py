@@ -161,8 +161,10 @@ class CgiHandler:
         """PATH_TRANSLATED (§4.1.6): PATH_INFO mapped to a file the way this server maps a URI path."""
         for route in self.config.routes:
             if matches(route.prefix, path_info):
-                root = str(route.handler_config.root)
-                return root.rstrip("/") + strip_prefix(path_info, route.prefix)
+                root = getattr(route.handler_config, "root", None)  # a wsgi route has none
+                if root is None:
+                    break
+                return str(root).rstrip("/") + strip_prefix(path_info, route.prefix)
         return self.facts.document_root.rstrip("/") + path_info
 
     def reaped(self) -> None:
@@ -463,8 +465,8 @@ def _redirect_variables(request: Request) -> dict[str, str]:
 
 def _document_root(config: Config, cgi_root: str) -> str:
     """DOCUMENT_ROOT: the static root that serves "/", else the first static root, else the CGI root."""
-    statics = [route for route in config.routes if route.static is not None]
-    for route in statics:
-        if route.prefix == "/":
-            return str(route.handler_config.root)
-    return str(statics[0].handler_config.root) if statics else cgi_root
+    statics = [(route.prefix, route.static) for route in config.routes if route.static is not None]
+    for prefix, static in statics:
+        if prefix == "/":
+            return str(static.root)
+    return str(statics[0][1].root) if statics else cgi_root

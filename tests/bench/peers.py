@@ -36,6 +36,7 @@ LISTEN_RE = re.compile(r"listening on (\S+)")
 LISTING = "listing"
 CGI = "cgi"
 TLS = "tls"  # an HTTPS listener with the run's certificate and the Mozilla intermediate profile
+WSGI = "wsgi"  # serves the apps of tests/bench/wsgi_app.py at /wsgi/ and /flask/
 
 
 class PeerFailed(Exception):
@@ -200,6 +201,7 @@ class Apache(Peer):
 
 class Gunicorn(Peer):
     key, label, worker_class = "gunicorn-sync", "gunicorn sync", "sync"
+    features = frozenset({WSGI})
     extra: tuple[str, ...] = ()
 
     @classmethod
@@ -240,7 +242,7 @@ class PythonHttpServer(Peer):
 
 class Forkd(Peer):
     key, label = "forkd", "forkd"
-    features = frozenset({LISTING, CGI, TLS})
+    features = frozenset({LISTING, CGI, TLS, WSGI})
     stop_signal = signal.SIGINT  # fast stop: the bench has no requests worth finishing
     access_log = False
     open_dir = False

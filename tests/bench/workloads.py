@@ -6,7 +6,7 @@ import http.client
 import ssl
 from dataclasses import dataclass
 
-from tests.bench.peers import CGI, LISTING, TLS
+from tests.bench.peers import CGI, LISTING, TLS, WSGI
 from tests.bench.tree import CGI_BODY, Tree
 
 
@@ -50,11 +50,17 @@ TLS_FULL = Workload("tls-full", "new TLS connections, full handshakes (openssl s
 TLS_RESUMED = Workload("tls-resumed", "new TLS connections, resumed sessions (openssl s_time "
                        "-reuse, 8 in parallel), one 1 KiB GET each", "/1k.txt", needs=TLS,
                        tls=True, driver="s_time-reuse", connections=8)
+WSGI_HELLO = Workload("wsgi", "WSGI hello world (plain app), keep-alive, 50 connections",
+                      "/wsgi/hello", needs=WSGI)
+FLASK_HELLO = Workload("flask", "Flask hello world, keep-alive, 50 connections", "/flask/hello",
+                       needs=WSGI)
+DJANGO_HELLO = Workload("django", "Django hello world view, keep-alive, 50 connections",
+                        "/django/hello", needs=WSGI)
 CAPACITY = Workload("capacity", "1 KiB file, 50 connections, while 5,000 idle keep-alive "
                     "connections are held open", "/1k.txt")
 
 MEASURED = (KEEPALIVE, CLOSE, ONE_MIB, TEN_MIB, NOT_FOUND, LISTING_50, CGI_HELLO, SLOW_CGI,
-            HTTPS_1K, HTTPS_1M, TLS_FULL, TLS_RESUMED)
+            WSGI_HELLO, FLASK_HELLO, DJANGO_HELLO, HTTPS_1K, HTTPS_1M, TLS_FULL, TLS_RESUMED)
 ALL = MEASURED + (CAPACITY,)
 
 # The request mix of the memory test: wrk cycles through it (see drive.MIX_LUA for the syntax).
@@ -95,6 +101,8 @@ def check_first_response(port: int, workload: Workload, tree: Tree) -> str | Non
         return f"status {response.status}, expected {workload.status}"
     if workload.path in tree.sizes and len(body) != tree.sizes[workload.path]:
         return f"body of {len(body)} bytes, expected {tree.sizes[workload.path]}"
+    if workload.needs == WSGI and body != b"Hello, World!":
+        return f"WSGI body {body[:40]!r}, expected b'Hello, World!'"
     if workload.path.startswith("/cgi-bin/") and body != CGI_BODY:
         return f"CGI body {body[:40]!r}, expected {CGI_BODY!r}"
     if workload.needs == LISTING:
