@@ -98,8 +98,8 @@ def test_htpasswd_line_in_an_unknown_format_names_the_line(base: Path) -> None:
     found = problems("routes: [{prefix: /, static: {root: www}, "
                      "auth_basic: {realm: staff, user_file: users}}]\n", base)
     assert found == [
-        f"routes[0].auth_basic.user_file: {base / 'users'} line 3: unknown password format for "
-        "bob (use bcrypt ($2y$), $apr1$ or {SHA})",
+        (f"routes[0].auth_basic.user_file: {base / 'users'} line 3: unknown password format for "
+         "bob (use bcrypt ($2y$), $apr1$ or {SHA})"),
         f'routes[0].auth_basic.user_file: {base / "users"} line 4: expected "user:hash"',
     ]
 
