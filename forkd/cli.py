@@ -124,7 +124,10 @@ def show_config(config_file: str) -> int:
 
 
 def serve(config_file: str) -> int:
-    from forkd import master  # the master pulls in fork/worker machinery only a server needs
+    # Only a server needs the master and the worker's HTTP stack. Both are imported here, before
+    # the fork, with every route type's module, so a new worker starts without importing anything.
+    from forkd import master, worker
+    from forkd.handlers.registry import preload
 
     try:
         config = load(config_file)
@@ -138,7 +141,8 @@ def serve(config_file: str) -> int:
     except OSError as exc:
         return fail(f"not started: cannot open error_log {config.error_log}: {exc.strerror}")
     try:
-        return master.run(config, log)
+        preload()
+        return master.run(config, log, worker.run_worker)
     except master.StartupError as exc:
         # The master's last log line says why; the terminal gets it too, wherever the log goes.
         return fail(f"not started: {exc}")

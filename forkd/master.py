@@ -59,12 +59,14 @@ from typing import NoReturn
 from setproctitle import setproctitle
 
 from forkd import listeners as listeners_module
-from forkd import logs, pidfile, tls, worker
+from forkd import logs, pidfile, supervision, tls
 from forkd.config import Config, ConfigError, load
 from forkd.listeners import Listener, ListenError
 from forkd.logs import LEVELS, ErrorLog
 from forkd.scoreboard import Slot
 from forkd.systemd import Notifier, listen_fds
+
+WorkerMain = Callable[[supervision.WorkerContext], int]  # a worker's entry point, given by cli
 
 BOOT_TIMEOUT = 30.0  # seconds a new worker may take to report READY
 CRASH_WINDOW = 1.0  # a worker dying this soon after its start counts as a crash
@@ -107,7 +109,7 @@ class WorkerRecord:
     killed: str = ""  # why forkd sent SIGKILL (or QUIT), "" when it did not
     wants_retirement: bool = False
     replaces: int | None = None  # pid this worker takes over from once it is READY
-    boot_error: bytes | None = None  # why it could not boot, as it reported (worker.BOOT_FAILED)
+    boot_error: bytes | None = None  # why it could not boot, as it reported (supervision.BOOT_FAILED)
 
     @property
     def config(self) -> Config:
@@ -129,8 +131,10 @@ class PendingGeneration:
 
 class Master:
     def __init__(
-        self, config: Config, log: ErrorLog, notifier: Notifier, systemd_fds: list[int]
+        self, config: Config, log: ErrorLog, notifier: Notifier, systemd_fds: list[int],
+        worker_main: WorkerMain,
     ) -> None:
+        self.worker_main = worker_main
         assert config.source is not None
         self.config_path = config.source
         self.log = log
@@ -209,7 +213,6 @@ class Master:
             self.log.info(f"listening on {listener.real_address}")
         self.install_signals()
         self.set_title(1)
-        preload_worker_code()
         self.reloads = pidfile.ReloadRecorder(self.pidfile, self.pid, 1)
         try:
             contexts = tls_contexts(config, listeners)
@@ -358,11 +361,11 @@ class Master:
 
     def run_child(self, generation: Generation, notify_fd: int, slot: Slot) -> NoReturn:
         """In the forked child: shed the master's state, become a worker, never return."""
-        code = worker.EXIT_BOOT_FAILED
+        code = supervision.EXIT_BOOT_FAILED
         try:
             self.prepare_child(generation)
             code = 1
-            context = worker.WorkerContext(
+            context = supervision.WorkerContext(
                 config=generation.config,
                 listeners=[listener.sock for listener in generation.listeners],
                 generation=generation.number,
@@ -370,7 +373,7 @@ class Master:
                 slot=slot,
                 tls_contexts=generation.tls_contexts,
             )
-            code = worker.run_worker(context)
+            code = self.worker_main(context)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -419,9 +422,9 @@ class Master:
             return
         record.last_seen = time.monotonic()
         data = take_boot_error(record, data)
-        if worker.READY in data and not record.ready:
+        if supervision.READY in data and not record.ready:
             self.on_ready(record)
-        if worker.WANTS_RETIREMENT in data and not record.wants_retirement:
+        if supervision.WANTS_RETIREMENT in data and not record.wants_retirement:
             record.wants_retirement = True
             self.log.info(f"{record.describe()} asks to retire (worker_requests reached)")
 
@@ -835,18 +838,18 @@ def exit_cause(status: int, record: WorkerRecord) -> str:
         why = f" ({record.killed})" if record.killed else ""
         return f"killed by {name}{why}"
     code = os.waitstatus_to_exitcode(status)
-    if code == worker.EXIT_BOOT_FAILED:
+    if code == supervision.EXIT_BOOT_FAILED:
         why = f": {logs.escape(record.boot_error)}" if record.boot_error else ""
         return f"exited with code {code} (could not boot{why})"
     return f"exited with code {code}"
 
 
 def take_boot_error(record: WorkerRecord, data: bytes) -> bytes:
-    """Keep what follows worker.BOOT_FAILED as the worker's reason; return the bytes before it."""
+    """Keep what follows supervision.BOOT_FAILED as the worker's reason; return the bytes before it."""
     if record.boot_error is not None:
         record.boot_error = (record.boot_error + data)[:500]
         return b""
-    data, marker, reason = data.partition(worker.BOOT_FAILED)
+    data, marker, reason = data.partition(supervision.BOOT_FAILED)
     if marker:
         record.boot_error = reason
     return data
@@ -953,22 +956,11 @@ def tls_contexts(config: Config, listeners: list[Listener]) -> dict[int, ssl.SSL
     return {listener.sock.fileno(): context for listener in chosen}
 
 
-def preload_worker_code() -> None:
-    """Import the handlers once in the master, so a new worker serves without importing them."""
-    for module in (
-        "forkd.handlers.static",
-        "forkd.handlers.cgi",
-        "forkd.http.parser",
-        "forkd.transport",
-    ):
-        try:
-            __import__(module)
-        except Exception:
-            pass  # the worker will import (and report) it itself
+def run(config: Config, log: ErrorLog, worker_main: WorkerMain) -> int:
+    """Start a master for a loaded config; raise StartupError when it cannot serve at all.
 
-
-def run(config: Config, log: ErrorLog) -> int:
-    """Start a master for a loaded config; raise StartupError when it cannot serve at all."""
+    `worker_main` runs in each forked worker and returns its exit code (forkd.worker.run_worker).
+    """
     systemd_fds = listen_fds(os.environ)  # also removes the variables: CGI must not see them
     notifier = Notifier.from_environment(os.environ)
-    return Master(config, log, notifier, systemd_fds).run()
+    return Master(config, log, notifier, systemd_fds, worker_main).run()

@@ -66,16 +66,16 @@ from forkd.reactor import Reactor
 from forkd.routing import Router
 from forkd.scoreboard import Slot
 from forkd.services import Services
+from forkd.supervision import (
+    BOOT_FAILED,
+    EXIT_BOOT_FAILED,
+    EXIT_OK,
+    HEARTBEAT,
+    READY,
+    WANTS_RETIREMENT,
+    WorkerContext,
+)
 from forkd.tls_connection import TlsConnection
-
-# Bytes a worker writes on its notify pipe to the master.
-READY = b"R"  # booted: handlers built, about to accept
-HEARTBEAT = b"."  # the loop is turning (at least once a second)
-WANTS_RETIREMENT = b"Q"  # worker_requests reached: start my replacement, then send me TERM
-BOOT_FAILED = b"!"  # could not boot: the rest, up to EOF, is the reason (the master logs it)
-
-EXIT_OK = 0
-EXIT_BOOT_FAILED = 3  # could not build handlers / set up: the master backs off instead of respawning at once
 
 TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout when idle)
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
@@ -91,16 +91,6 @@ REFUSAL = (
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
-
-
-@dataclass
-class WorkerContext:
-    config: Config
-    listeners: list[socket.socket]  # shared, non-blocking listening sockets
-    generation: int
-    notify_fd: int  # write end of this worker's pipe to the master
-    slot: Slot  # this worker's scoreboard slot
-    tls_contexts: Mapping[int, ssl.SSLContext] = field(default_factory=dict)  # by listener fd
 
 
 def run_worker(context: WorkerContext) -> int:

@@ -30,6 +30,21 @@ class Entry:
     mtime: float
 
 
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A listing that shows only some of a directory's entries (the reader's cap)."""
+
+    listed: int  # entries chosen for the listing
+    entries: int  # entries read from the directory
+    more: bool = False  # the reader stopped counting: the directory holds more than `entries`
+
+    @property
+    def note(self) -> str:
+        if self.more:
+            return f"Only {self.listed:,} of more than {self.entries:,} entries are listed."
+        return f"Only the first {self.listed:,} of {self.entries:,} entries are listed."
+
+
 def ordered(entries: list[Entry]) -> list[Entry]:
     return sorted(entries, key=lambda e: (not e.is_dir, e.name))
 
@@ -40,8 +55,9 @@ def href(name: str, is_dir: bool) -> str:
     return quote(raw, safe=_SEGMENT_SAFE) + ("/" if is_dir else "")
 
 
-def render_html(url_path: str, entries: list[Entry], parent: bool) -> bytes:
-    """An HTML page listing `entries` of the directory at `url_path` (a decoded path)."""
+def render_html(url_path: str, entries: list[Entry], parent: bool, cut: Cut | None = None) -> bytes:
+    """An HTML page listing `entries` of the directory at `url_path` (a decoded path); `cut` says
+    what was left out."""
     title = html.escape(_printable(url_path))
     rows = []
     if parent:
@@ -58,7 +74,9 @@ def render_html(url_path: str, entries: list[Entry], parent: bool) -> bytes:
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
         f"<title>Index of {title}</title>"
         "<style>td{padding:0 1em 0 0}.size{text-align:right}</style></head>\n"
-        f"<body><h1>Index of {title}</h1>\n<table>\n"
+        f"<body><h1>Index of {title}</h1>\n"
+        + (f'<p class="note">{html.escape(cut.note)}</p>\n' if cut else "")
+        + "<table>\n"
         "<tr><th>Name</th><th>Last modified</th><th>Size</th></tr>\n"
         + "\n".join(rows)
         + "\n</table></body></html>\n"
@@ -66,18 +84,24 @@ def render_html(url_path: str, entries: list[Entry], parent: bool) -> bytes:
     return page.encode("utf-8")
 
 
-def render_json(entries: list[Entry]) -> bytes:
-    """`[{"name", "type": "directory"|"file", "size", "mtime"}]`, the shape nginx's autoindex uses."""
+def render_json(entries: list[Entry], cut: Cut | None = None) -> bytes:
+    """`[{"name", "type": "directory"|"file", "mtime", "size"}]` (size null for a directory), the
+    shape nginx's autoindex uses.
+
+    A cut listing ends with `{"type": "truncated", "listed", "entries", "note"}` (`entries` is null
+    when the directory holds more than the reader counted).
+    """
     items = []
     for entry in ordered(entries):
-        item: dict[str, object] = {
+        items.append({
             "name": _printable(entry.name),
             "type": "directory" if entry.is_dir else "file",
             "mtime": http_date(entry.mtime),
-        }
-        if not entry.is_dir:
-            item["size"] = entry.size
-        items.append(item)
+            "size": None if entry.is_dir else entry.size,  # a directory has no size to show
+        })
+    if cut:
+        items.append({"type": "truncated", "listed": cut.listed,
+                      "entries": None if cut.more else cut.entries, "note": cut.note})
     return (json.dumps(items, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
 

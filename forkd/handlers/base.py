@@ -9,6 +9,9 @@ for every request its route matches. It never touches the client socket:
   the answer is known at once) or an Exchange (CGI: the answer comes later, from descriptors the
   exchange registers with the worker's reactor). It may also raise an HTTPError or InternalRedirect.
 
+A handler that uses request bodies says so with a class attribute `reads_body = True`; for every
+other handler the connection reads a body off the wire and drops it (it counts against nothing).
+
 An Exchange holds all per-request state (never the handler, which is shared by every request of the
 route). The connection starts it with a Reply, the connection's side of the deal; the exchange calls
 exactly one of reply.respond / reply.fail / reply.redirect when it knows the answer, and

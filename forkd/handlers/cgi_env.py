@@ -198,14 +198,9 @@ def build_environ(
             env[name.encode("latin-1", "replace")] = value.encode("latin-1", "replace")
         elif name in AUTH_VARIABLES:  # the user name as decoded from UTF-8 credentials
             env[name.encode()] = value.encode("utf-8", "replace")
-    authenticated = "REMOTE_USER" in extra  # the server checked the password: it stays here
-    underscore = server.underscore_headers
-    for name, value in headers.items():
-        variable = _variable_name(name, underscore)
-        if variable is not None and "\x00" not in value:
-            if authenticated and variable == b"HTTP_AUTHORIZATION":
-                continue
-            env[variable] = value.encode("latin-1", "replace")
+    env.update(header_variables(headers, server.underscore_headers))
+    if "REMOTE_USER" in extra:  # the server checked the password: it stays with the server
+        env.pop(b"HTTP_AUTHORIZATION", None)
     return env
 
 

@@ -62,7 +62,11 @@ def _valid_escapes(path: str) -> bool:
 
 def inside(root_real: str, candidate: str) -> bool:
     """True when the real (symlink-resolved) path of candidate lies within root_real."""
-    real = os.path.realpath(candidate)
+    return within(root_real, os.path.realpath(candidate))
+
+
+def within(root_real: str, real: str) -> bool:
+    """True when the real path `real` is root_real or lies below it (both already resolved)."""
     return real == root_real or real.startswith(root_real.rstrip("/") + "/")
 
 

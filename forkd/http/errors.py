@@ -110,7 +110,3 @@ class GatewayTimeout(HTTPError):
 
 class VersionNotSupported(HTTPError):
     status, reason, close = 505, "HTTP Version Not Supported", True
-
-
-class ClientGone(Exception):
-    """The client closed or reset the connection; logged at debug level, never answered."""

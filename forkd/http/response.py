@@ -93,10 +93,6 @@ def http_date() -> str:
     return _date_text
 
 
-def reason_phrase(status: int) -> str:
-    return REASONS.get(status, "Unknown")
-
-
 class UnsafeHeader(ValueError):
     """A handler produced a header that would split the response (CR/LF, bad name)."""
 

@@ -7,6 +7,7 @@ http.client, raw sockets or curl.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -120,6 +121,9 @@ def test_directory_without_slash_redirects_relatively(serve: Callable[..., Daemo
     assert reply.status == 301
     assert reply.headers["location"] == location
     assert not reply.headers["location"].startswith("//")
+    # The page links to the new location too (HTML-escaped), for clients that do not follow.
+    link = html.escape(location, quote=True)
+    assert f'<a href="{link}">{link}</a>' in reply.body.decode()
 
 
 def test_redirect_location_is_safe_for_odd_names(serve: Callable[..., Daemon], site: Path) -> None:
@@ -193,8 +197,10 @@ def test_listing_json(serve: Callable[..., Daemon]) -> None:
     assert "accept" in headers["vary"].lower()
     items = json.loads(body)
     assert [item["name"] for item in items] == ["adir", "zdir", *sorted(HOSTILE)]
-    sizes = {item["name"]: item.get("size") for item in items}
+    assert all(set(item) == {"name", "type", "mtime", "size"} for item in items)
+    sizes = {item["name"]: item["size"] for item in items}
     assert sizes["sp ace.txt"] == len(b"sp ace.txt")
+    assert sizes["adir"] is None and sizes["zdir"] is None  # a directory's size is null
     assert items[0]["type"] == "directory" and items[-1]["type"] == "file"
     # A browser's Accept (HTML first) gets HTML.
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from forkd.handlers.paths import hidden, normalize, strip_prefix, within
 from forkd.routing import matches
-from forkd.handlers.paths import hidden, normalize, strip_prefix
 from forkd.http.errors import BadRequest, NotFound
 
 
@@ -92,3 +92,9 @@ def test_route_prefixes_match_whole_segments(prefix: str, path: str, expected: b
 ])
 def test_hidden(path: str, expected: bool) -> None:
     assert hidden(path) is expected
+
+
+def test_within_compares_whole_segments() -> None:
+    assert within("/srv/www", "/srv/www") and within("/srv/www", "/srv/www/a/b")
+    assert not within("/srv/www", "/srv/wwwx") and not within("/srv/www", "/srv")
+    assert within("/", "/etc/passwd")

@@ -16,11 +16,21 @@ from pathlib import Path
 import pytest
 
 from forkd.config import Config, StaticConfig
+from forkd.handlers.base import HandlerContext
 from forkd.handlers.conditional import parse_http_date
-from forkd.handlers.static import StaticHandler, _os_error
+from forkd.handlers.static import (
+    FILE_BYTES,
+    MISSING_BYTES,
+    SMALL_FILE,
+    TARGET_BYTES,
+    StaticHandler,
+    _os_error,
+)
 from forkd.http.errors import HTTPError
 from forkd.http.request import Request
 from forkd.http.response import FileRange, Response, error_body
+from forkd.logs import ErrorLog
+from forkd.reactor import Reactor
 
 
 @pytest.fixture
@@ -43,7 +53,8 @@ def site(tmp_path: Path) -> Path:
 
 
 def make(root: Path, prefix: str = "/", **options: object) -> StaticHandler:
-    return StaticHandler(prefix, StaticConfig(root=root, **options), Config())  # type: ignore[arg-type]
+    context = HandlerContext(Config(), ErrorLog(None), Reactor())
+    return StaticHandler(prefix, StaticConfig(root=root, **options), context)  # type: ignore[arg-type]
 
 
 def request(path: str, method: str = "GET", **fields: str) -> Request:
@@ -151,6 +162,7 @@ def test_directory_redirect_is_relative(site: Path) -> None:
     response = handler.handle(request("/dir?x=1&y"))
     assert response.status == 301
     assert dict(response.headers)["Location"] == "dir/?x=1&y"
+    assert b'<a href="dir/?x=1&amp;y">dir/?x=1&amp;y</a>' in body_of(response)
     (site / "a:b").mkdir()
     assert dict(handler.handle(request("/a%3Ab")).headers)["Location"] == "a%3Ab/"
     (site / "dir" / "sp ace").mkdir()
@@ -211,7 +223,8 @@ def test_big_file_replaced_after_validation(site: Path, responses: list[Response
     replacement = site / "big.new"
     replacement.write_bytes(b"x" * 100_000)
     os.replace(replacement, site / "big.bin")
-    entry = handler._files[str(site / "big.bin")]
+    entry = handler._files.get(str(site / "big.bin"))
+    assert entry is not None
     second = handler._body_response(entry, None)
     responses.append(second)
     assert second.length == 100_000 and body_of(second) == b"x" * 100_000
@@ -318,3 +331,34 @@ def test_os_errors_map_to_statuses() -> None:
     assert _os_error(NotADirectoryError(errno.ENOTDIR, "file")).status == 404
     assert _os_error(OSError(errno.ELOOP, "loop")).status == 404
     assert _os_error(OSError(errno.EIO, "disk")).status == 500
+
+
+def test_caches_are_bounded_in_bytes_and_keep_no_misses(site: Path) -> None:
+    """Distinct 8 KB paths that 404 stay out of the path and file caches; the quick-404 cache of
+    missing paths stays within its byte budget, as do paths that all name one file."""
+    handler = make(site)
+    for i in range(500):
+        path = "".join(f"/m{i:04d}-{n:02d}-" + "x" * 190 for n in range(40))
+        assert status_of(handler, request(path)) == 404
+    assert len(handler._targets) == 0 and len(handler._files) == 0
+    assert 0 < handler._missing.used <= MISSING_BYTES
+    assert len(handler._missing) < 500  # the oldest left
+    for i in range(2000):  # distinct spellings of one existing file
+        assert status_of(handler, request("/dir/.." * 400 + "/." * i + "/a.txt")) == 200
+    assert 0 < handler._targets.used <= TARGET_BYTES
+    assert len(handler._targets) < 2000  # the oldest left
+    assert len(handler._files) == 1
+
+
+def test_file_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    root.mkdir()
+    content = b"c" * SMALL_FILE
+    count = FILE_BYTES // SMALL_FILE + 50
+    for i in range(count):
+        (root / f"{i}.bin").write_bytes(content)
+    handler = make(root)
+    for i in range(count):
+        assert handler.handle(request(f"/{i}.bin")).body == content
+    assert handler._files.used <= FILE_BYTES
+    assert len(handler._files) < count

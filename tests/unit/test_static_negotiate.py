@@ -92,6 +92,6 @@ def test_listing_json() -> None:
     entries = [autoindex.Entry("f", False, 3, 0), autoindex.Entry("d", True, 4096, 0)]
     items = json.loads(autoindex.render_json(entries))
     assert items == [
-        {"name": "d", "type": "directory", "mtime": "Thu, 01 Jan 1970 00:00:00 GMT"},
+        {"name": "d", "type": "directory", "mtime": "Thu, 01 Jan 1970 00:00:00 GMT", "size": None},
         {"name": "f", "type": "file", "mtime": "Thu, 01 Jan 1970 00:00:00 GMT", "size": 3},
     ]
