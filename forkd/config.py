@@ -124,6 +124,8 @@ class StaticConfig:
     cache_control: str | None = None  # Cache-Control value for successful responses
     headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
     error_pages: Mapping[int, str] = field(default_factory=dict)  # status → file under root
+    fallback: str | None = None  # issue 12: file under root for extensionless misses (an SPA)
+    gzip: bool = False  # issue 12: compress text files on the fly (forkd.handlers.compress)
 
 
 @dataclass(frozen=True)
@@ -763,6 +765,12 @@ class _Builder:
                     self.fail(f"servers[{i}].default",
                               f"servers[{default}] is already the default server")
                 default = i if default is None else default
+
+    def _field_StaticConfig_fallback(self, data: Any, path: str) -> str | None:
+        if data is not None and (not isinstance(data, str) or not data.startswith("/")):
+            self.fail(path, f"expected a file path under root starting with '/', got {data!r}")
+            return None
+        return data  # type: ignore[no-any-return]
 
     def _check_RedirectConfig(self, values: dict[str, Any], path: str) -> None:
         to = values.get("to")
