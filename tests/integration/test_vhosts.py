@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
 import ssl
 import subprocess
@@ -197,3 +198,20 @@ def test_https_without_sni_serves_by_host(make_daemon, tmp_path, ca) -> None:
     conn.request("GET", "/", headers={"Host": "two.test"})  # an IP address: no SNI is sent
     response = conn.getresponse()
     assert (response.status, response.read()) == (200, b"this is two\n")
+
+
+def test_the_demo_serves_two_sites(tmp_path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf, ignore=shutil.ignore_patterns("forkd.pid*", "*.sqlite3"))
+    text = (conf / "site.yaml").read_text().replace('"127.0.0.1:8080"', '"127.0.0.1:0"')
+    daemon = Daemon(conf, text.replace("pidfile: forkd.pid", "pidfile: null"))  # conf/forkd.yaml
+    try:
+        daemon.start()
+        assert b"forkd" in body_for(daemon, "localhost")
+        assert b"app.localhost" in body_for(daemon, "app.localhost")
+        assert b"app.localhost" in body_for(daemon, "app.localhost", "/users/42")  # the SPA
+        staff = daemon.raw(b"GET /staff/ HTTP/1.1\r\nHost: app.localhost\r\nConnection: close"
+                           b"\r\nAuthorization: Basic ZGVtbzpkZW1v\r\n\r\n")  # demo:demo
+        assert staff.startswith(b"HTTP/1.1 200") and b"Hello, staff" in staff
+    finally:
+        daemon.stop()
