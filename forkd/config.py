@@ -917,8 +917,9 @@ def _is_section(hint: Any) -> bool:
 _DUMP_SPECIAL: dict[tuple[str, str], Any] = {
     ("Config", "listen"): lambda addresses: [str(address) for address in addresses],
     ("Config", "unix_mode"): lambda mode: f"{mode:04o}",
-    ("Route", "access"): lambda access: {
-        key: list(getattr(access, key)) for key in dict.fromkeys((*access.rule_order, "allow", "deny"))
+    ("Route", "access"): lambda access: {  # the rules in the order they apply
+        key: list(getattr(access, key))
+        for key in dict.fromkeys((*access.rule_order, "allow", "deny"))
     },
 }
 

@@ -1,4 +1,4 @@
-"""gzip on the fly for static routes (`gzip: true`): compress text files once, serve them many times.
+"""gzip on the fly for static routes (`gzip: true`): compress a text file once, serve it many times.
 
 Which files: text types (HTML, CSS, JavaScript, JSON, SVG, XML, plain text and the `+json`/`+xml`
 types) from MIN_SIZE bytes (below it gzip's framing eats the gain) up to MAX_SIZE (a larger file is

@@ -105,7 +105,8 @@ def test_basic_auth_with_every_htpasswd_format(make_daemon, tmp_path) -> None:
     daemon = auth_site(make_daemon, tmp_path, users)
     code, headers, _ = daemon.get("/private/index.html")
     assert code == 401
-    assert headers["www-authenticate"] == 'Basic realm="staff \\"only\\" \\\\ here", charset="UTF-8"'
+    challenge = 'Basic realm="staff \\"only\\" \\\\ here", charset="UTF-8"'
+    assert headers["www-authenticate"] == challenge
     for user in ("bea", "mia", "sam"):
         assert status(daemon, "/private/index.html", basic(user, user[0] + "-secret")) == 200
         assert status(daemon, "/private/index.html", basic(user, "wrong")) == 401

@@ -104,7 +104,8 @@ def test_cgi_server_name_and_document_root_come_from_the_server(make_daemon, tmp
 
 def test_routes_of_one_server_are_not_reachable_through_another(make_daemon, tmp_path) -> None:
     daemon = make_daemon(three_sites(tmp_path))
-    reply = daemon.raw(b"GET /cgi/env.py HTTP/1.1\r\nHost: a.example.org\r\nConnection: close\r\n\r\n")
+    reply = daemon.raw(b"GET /cgi/env.py HTTP/1.1\r\nHost: a.example.org\r\n"
+                       b"Connection: close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 404")
 
 
