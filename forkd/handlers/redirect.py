@@ -2,7 +2,8 @@
 
 `to` is a template with four placeholders, and nothing else is substituted:
 
-- `{host}`: the request's host (Host header or absolute-form authority), lower-cased, no port;
+- `{host}`: the request's host (Host header or absolute-form authority), lower-cased, no port
+  (an HTTP/1.0 request without one: the site's first name, else the address it came to);
 - `{uri}`: the request target as received, in origin form: the whole path and the query (never
   stripped of the route's prefix);
 - `{path}`: the whole path, still percent-encoded as received;
@@ -54,13 +55,22 @@ class RedirectHandler:
 
     def location(self, request: Request) -> str:
         values = {
-            "host": host_name(request.host),
+            "host": host_name(request.host) or _own_name(request),
             "uri": request.path + ("?" + request.query if request.query else ""),
             "path": request.path,
             "query": request.query,
         }
         location = PLACEHOLDER.sub(lambda match: _uri_safe(values[match.group(1)]), self.template)
         return LEADING_SLASHES.sub("/", location)
+
+
+def _own_name(request: Request) -> str:
+    """{host} for a request without a host (HTTP/1.0): the site's name, else the local address."""
+    name = request.site.server_name("") if request.site is not None else ""
+    if not name and request.conn is not None and request.conn.server_addr:
+        address = request.conn.server_addr
+        name = f"[{address}]" if ":" in address else address
+    return name or "localhost"
 
 
 def _uri_safe(value: str) -> str:

@@ -45,6 +45,12 @@ def test_placeholders_and_statuses(make_daemon, tmp_path) -> None:
     assert head_of(daemon, b"/")["status"] == b"200"  # other routes are untouched
 
 
+def test_http10_without_host_gets_the_local_address(make_daemon, tmp_path) -> None:
+    daemon = redirects(make_daemon, tmp_path)
+    reply = daemon.raw(b"GET /old/x HTTP/1.0\r\n\r\n")
+    assert b"\r\nLocation: https://127.0.0.1/old/x\r\n" in reply
+
+
 def test_absolute_form_target_redirects_with_its_authority(make_daemon, tmp_path) -> None:
     daemon = redirects(make_daemon, tmp_path)
     fields = head_of(daemon, b"http://other.test/old/x?y", host=b"example.com")
