@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -216,3 +217,21 @@ def test_the_demo_serves_two_sites(tmp_path) -> None:
         assert staff.startswith(b"HTTP/1.1 200") and b"Hello, staff" in staff
     finally:
         daemon.stop()
+
+
+def test_a_reload_reads_the_servers_certificates_again(make_daemon, tmp_path, ca) -> None:
+    daemon = https_sites(make_daemon, tmp_path, ca)
+
+    def serial() -> int:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        with (socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as raw,
+              context.wrap_socket(raw, server_hostname="two.test") as sock):
+            return int(sock.getpeercert()["serialNumber"], 16)
+
+    before = serial()
+    pair(ca, tmp_path, "two.test")  # a renewed certificate, same files
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_log("ready: generation 2")
+    daemon.wait_for_log("(generation 1) exited")
+    assert serial() != before
