@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import importlib.util
 import re
 
 BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
@@ -43,6 +44,8 @@ def parse(text: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
             problems.append((number, f"unknown password format for {user} (use {SUPPORTED})"))
         elif user in users:
             problems.append((number, f"user {user} is listed twice"))
+        elif BCRYPT.fullmatch(hashed) and importlib.util.find_spec("bcrypt") is None:
+            problems.append((number, "bcrypt hashes need the Python package bcrypt"))
         else:
             users[user] = hashed
     return users, problems
