@@ -253,10 +253,13 @@ class Connection:
             self.close()
 
     def _read_late(self, now: float) -> bool:
-        """Whether bytes waiting in the socket moved the connection on (see HEAD above)."""
-        before = (self.state, len(self.buffer), self.request)
+        """Whether bytes waiting in the socket moved the connection on (see HEAD above).
+
+        Progress is what sets a later deadline: the first byte of a request, a request served. A
+        head or body that is merely longer than before is not, so a trickle cannot outlive it.
+        """
         self.on_readable(now)
-        return self.state != CLOSED and (self.state, len(self.buffer), self.request) != before
+        return self.state != CLOSED and self.deadline > now
 
     def _write_timeout(self, now: float) -> None:
         if self.waiting:  # the producer was silent too long: it says why, then we abort

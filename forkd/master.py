@@ -376,7 +376,7 @@ class Master:
             code = self.worker_main(context)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the forked child must never return into the master
             message = f"worker {os.getpid()} crashed: {traceback.format_exc()}"
             try:
                 ErrorLog(generation.config.error_log, "error").error(message)

@@ -4,7 +4,8 @@ A TlsConnection is a Connection whose socket calls go through a forkd.transport.
 one state before HEAD, SHAKE: the handshake is advanced on each event the transport asks for
 (EPOLLIN or EPOLLOUT), bounded by tls.handshake_timeout, so a client that stalls its handshake holds
 a buffer and nothing else. A failed handshake is counted per class (forkd.transport.FailureLog) and
-logged once per class at info; a plain-HTTP request on the TLS port gets a short 400.
+logged once per class at info (the worker logs the counts when it exits); a plain-HTTP request
+on the TLS port gets a short 400.
 
 After the handshake the connection knows its TLS facts (the CGI variables, the scheme) and adds
 the `hsts` header to every answer. TLS may need to read in order to write or the reverse; reads
@@ -107,6 +108,11 @@ class TlsConnection(Connection):
                             for name, _ in response.headers):
             response.headers = [*response.headers, ("Strict-Transport-Security", hsts)]
         super().respond(response, now)
+
+    def _end(self, now: float, linger: bool) -> None:
+        if linger:  # the write side is shut next, and SSLSocket.shutdown would say nothing
+            self.transport.close_notify()
+        super()._end(now, linger)
 
     def close(self) -> None:
         if self.state == CLOSED:

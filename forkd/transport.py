@@ -18,6 +18,9 @@ blocks on. It differs from a socket in three ways the caller must honour:
 - Buffered plaintext. A record is decrypted whole: after `recv(n)` with n below the record size
   the rest waits inside OpenSSL, where epoll cannot see it. `pending()` is then non-zero and the
   caller must read again before waiting. With n >= 16 KiB (a record's maximum) this never happens.
+- The end. `close_notify()` tells the client the stream ends (before the write side is shut for
+  a lingering close, and in `close()`): a TLS client cannot otherwise tell a close-delimited answer
+  from one cut short. `SSLSocket.shutdown` alone would drop the TLS state without it.
 - Retried writes. OpenSSL encrypts a buffer before it knows whether the socket takes it, so after
   a BlockingIOError from `send(data)` the next `send` must start with the same bytes (it may carry
   more). The caller's natural "keep the unsent buffer and retry" does exactly that. `sendfile`
@@ -28,7 +31,7 @@ The handshake starts with a peek at the first bytes: a TLS ClientHello begins wi
 answered with a short 400 (`answer_plain_http`), as nginx does, instead of an opaque TLS alert.
 Every other handshake failure raises HandshakeFailed with a short class ("no shared cipher",
 "unknown ca", "eof", ...) so the worker can count failures per class and log each class once
-(`FailureLog`), never a line per attempt.
+(`FailureLog`), never a line per attempt; the worker logs the counts when it exits.
 """
 
 from __future__ import annotations
@@ -124,6 +127,11 @@ class FailureLog:
         self.counts[kind] = count + 1
         return count == 0
 
+    def summary(self) -> str:
+        """The counts as `class N, ...` (most frequent first), "" when there were none."""
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        return ", ".join(f"{kind} {count}" for kind, count in ranked)
+
 
 class PlainTransport:
     """A connected, non-blocking socket as it is."""
@@ -164,6 +172,7 @@ class TlsTransport:
         self.sock: ssl.SSLSocket | None = None
         self.wants = EPOLLIN
         self._chunk: tuple[int, int, bytes] | None = None  # (fd, offset, data) awaiting a retry
+        self._notified = False  # close_notify tried (it is sent at most once)
 
     def fileno(self) -> int:
         return self.fd
@@ -277,13 +286,24 @@ class TlsTransport:
         """Plaintext bytes decrypted but not yet returned by recv (invisible to epoll)."""
         return self.sock.pending() if self.sock is not None else 0
 
+    def close_notify(self) -> None:
+        """Send close_notify if the socket takes it now; never wait for the peer's.
+
+        It tells the client that the stream ends here: without it, a close-delimited answer cut
+        short looks complete. Call it before shutting down the write side (SSLSocket.shutdown
+        drops the TLS state silently); reads that follow see the raw bytes, to be discarded.
+        """
+        if self.tls is None or self._notified:
+            return
+        self._notified = True
+        self.tls.settimeout(0.0)
+        try:
+            self.tls.unwrap()
+        except (ssl.SSLError, OSError, ValueError):
+            pass  # the peer's close_notify is not awaited; a full buffer skips ours
+
     def close(self) -> None:
-        """Send close_notify if the socket takes it now (never wait for the peer's), then close."""
-        if self.tls is not None:
-            self.tls.settimeout(0.0)
-            try:
-                self.tls.unwrap()
-            except (ssl.SSLError, OSError, ValueError):
-                pass  # the peer's close_notify is not awaited; a full buffer skips ours
+        """close_notify (when not sent yet), then close the descriptor."""
+        self.close_notify()
         (self.sock or self.raw).close()
         self._chunk = None

@@ -47,11 +47,8 @@ import random
 import select
 import signal
 import socket
-import ssl
 import time
 import traceback
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from setproctitle import setproctitle
@@ -64,7 +61,6 @@ from forkd.http.request import ConnectionInfo
 from forkd.logs import AccessLog, ErrorLog
 from forkd.reactor import Reactor
 from forkd.routing import Router
-from forkd.scoreboard import Slot
 from forkd.services import Services
 from forkd.supervision import (
     BOOT_FAILED,
@@ -358,6 +354,9 @@ class Worker:
                 stop()  # e.g. CGI: scripts still being stopped are killed and reaped now
         self.access_log.flush()
         self.reactor.close()
+        failures = self.services.tls_failures.summary()  # each class was logged once: the counts
+        if failures:
+            self.error_log.info(f"TLS handshake failures in this worker: {failures}")
 
     # -- accepting -------------------------------------------------------------------------------
 

@@ -220,7 +220,8 @@ def header_variables(headers: Mapping[str, str], underscore_headers: bool) -> di
 # Header names seen so far and their variable names (None: not passed), so that the common names
 # are worked out once per worker. Bounded: clients choose the names.
 _variable_names: dict[tuple[str, bool], bytes | None] = {}
-_MAX_REMEMBERED = 512
+_MAX_REMEMBERED = 512  # names of at most _LONGEST_REMEMBERED chars: 32 KiB in all
+_LONGEST_REMEMBERED = 64
 
 
 def _variable_name(name: str, underscore_headers: bool) -> bytes | None:
@@ -231,7 +232,7 @@ def _variable_name(name: str, underscore_headers: bool) -> bytes | None:
     variable = None
     if name.lower() not in SKIPPED_HEADERS and _passable_name(name, underscore_headers):
         variable = b"HTTP_" + name.upper().replace("-", "_").encode("ascii")
-    if len(_variable_names) < _MAX_REMEMBERED:
+    if len(_variable_names) < _MAX_REMEMBERED and len(name) <= _LONGEST_REMEMBERED:
         _variable_names[key] = variable
     return variable
 

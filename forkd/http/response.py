@@ -76,7 +76,8 @@ NO_CONTENT = frozenset({100, 101, 102, 103, 204, 304})
 _BAD_LINE = re.compile(r"(?m)^(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+: |\Z)").search
 
 STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in REASONS.items()}
-FIELDS_CACHE_SIZE = 1024
+FIELDS_CACHE_SIZE = 1024  # rendered header sets kept, each at most FIELDS_CACHE_LARGEST chars:
+FIELDS_CACHE_LARGEST = 1024  # 1 MiB in all (a CGI script's header block may be 64 KiB)
 _FIELDS_CACHE: dict[tuple[tuple[str, str], ...], str] = {}
 
 _date_second = -1
@@ -125,9 +126,10 @@ def _fields_text(headers: list[tuple[str, str]]) -> str:
         return _render_fields(headers)
     if text is None:
         text = _render_fields(headers)
-        if len(_FIELDS_CACHE) >= FIELDS_CACHE_SIZE:
-            _FIELDS_CACHE.clear()
-        _FIELDS_CACHE[key] = text
+        if len(text) <= FIELDS_CACHE_LARGEST:
+            if len(_FIELDS_CACHE) >= FIELDS_CACHE_SIZE:
+                _FIELDS_CACHE.clear()
+            _FIELDS_CACHE[key] = text
     return text
 
 

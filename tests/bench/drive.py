@@ -63,6 +63,7 @@ class WrkResult:
     p90_us: int
     p99_us: int
     max_us: int
+    latency: bool = True  # False: the driver measures no latencies (tls.s_time)
 
     @property
     def seconds(self) -> float:

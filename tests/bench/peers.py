@@ -2,11 +2,13 @@
 
 Every peer serves the same tree (tree.py) on a loopback port with an equivalent set-up: two
 workers where the server has workers, sendfile, no access log (except the "forkd, access log on"
-row), 30 s keep-alive idle timeout, high keep-alive request limits. Each runs in its own session
-(process group) with its output in its own directory, and `stop()` kills the whole group, so an
-interrupted run leaves nothing behind. Peers bind a port chosen by binding port 0 and releasing it
-(a tiny race that is acceptable in a benchmark, never in a test); forkd binds port 0 itself and
-reports the port in its error log.
+row), 30 s keep-alive idle timeout, high keep-alive request limits; nginx and forkd also serve
+it over HTTPS on a second port (the run's certificate, Mozilla intermediate). Each runs in its own
+session (process group) with its output in its own directory, and `stop()` kills the whole group,
+so an interrupted run leaves nothing behind. Peers bind a port chosen by binding port 0 and
+releasing it (a tiny race that is acceptable in a benchmark, never in a test); forkd binds port 0
+itself for plain HTTP and reports the port in its error log (its HTTPS port is chosen like the
+peers').
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from forkd import tls as forkd_tls
 from tests.bench.tree import Tree
 
 HERE = Path(__file__).resolve().parent
@@ -32,6 +35,7 @@ LISTEN_RE = re.compile(r"listening on (\S+)")
 
 LISTING = "listing"
 CGI = "cgi"
+TLS = "tls"  # an HTTPS listener with the run's certificate and the Mozilla intermediate profile
 
 
 class PeerFailed(Exception):
@@ -43,13 +47,15 @@ class Peer:
 
     key = ""  # short identifier used in JSON and file names
     label = ""  # the name shown in tables
-    features: frozenset[str] = frozenset()  # optional workloads it supports: LISTING, CGI
+    features: frozenset[str] = frozenset()  # optional workloads it supports: LISTING, CGI, TLS
     stop_signal = signal.SIGTERM
+    open_dir = True  # its directory is world-writable: servers that drop to nobody write there
 
     def __init__(self, workdir: Path, tree: Tree) -> None:
         self.dir = workdir / self.key
         self.tree = tree
         self.port = 0
+        self.tls_port = 0  # the HTTPS listener, for peers with TLS
         self.proc: subprocess.Popen[bytes] | None = None
 
     # -- what a subclass provides -----------------------------------------------------------------
@@ -72,9 +78,13 @@ class Peer:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "tmp").mkdir(exist_ok=True)
         os.chmod(self.dir / "tmp", 0o777)
-        os.chmod(self.dir, 0o777)  # servers that drop to nobody open their logs afterwards
+        # servers that drop to nobody open their logs afterwards; forkd opens its logs and
+        # pidfile before dropping privileges and refuses a directory others can write to
+        os.chmod(self.dir, 0o777 if self.open_dir else 0o755)
         if not self.port:
             self.port = free_port()
+        if TLS in self.features and not self.tls_port:
+            self.tls_port = free_port()
         argv = self.command()
         with open(self.dir / "stdout.log", "ab") as out, open(self.dir / "stderr.log", "ab") as err:
             self.proc = subprocess.Popen(argv, cwd=self.dir, env=self.env(), stdout=out, stderr=err,
@@ -119,27 +129,34 @@ class Peer:
                 text += path.read_text(errors="replace").splitlines()[-lines:]
         return "\n".join(text)
 
-    def url(self, path: str) -> str:
+    def url(self, path: str, tls: bool = False) -> str:
+        if tls:
+            return f"https://127.0.0.1:{self.tls_port}{path}"
         return f"http://127.0.0.1:{self.port}{path}"
 
     def render(self, template: str, target: str, **values: object) -> Path:
         text = string.Template((TEMPLATES / template).read_text())
         path = self.dir / target
         path.write_text(text.substitute(dir=self.dir, docroot=self.tree.root, port=self.port,
-                                        **values))
+                                        tls_port=self.tls_port, cert=self.tree.cert,
+                                        key=self.tree.key, **values))
         return path
 
 
 class Nginx(Peer):
     key, label = "nginx", "nginx"
-    features = frozenset({LISTING})
+    features = frozenset({LISTING, TLS})
 
     @classmethod
     def missing(cls) -> list[str]:
         return [] if shutil.which("nginx") else ["apt:nginx"]
 
     def command(self) -> list[str]:
-        conf = self.render("nginx.conf", "nginx.conf")
+        # forkd's own intermediate profile, so that both servers offer exactly the same
+        dhparam = self.dir / "ffdhe2048.pem"
+        dhparam.write_bytes(forkd_tls.FFDHE2048)
+        conf = self.render("nginx.conf", "nginx.conf", ciphers=forkd_tls.INTERMEDIATE_CIPHERS,
+                           dhparam=dhparam)
         return ["nginx", "-e", str(self.dir / "error.log"), "-p", str(self.dir), "-c", str(conf)]
 
     def version(self) -> str:
@@ -223,9 +240,10 @@ class PythonHttpServer(Peer):
 
 class Forkd(Peer):
     key, label = "forkd", "forkd"
-    features = frozenset({LISTING, CGI})
+    features = frozenset({LISTING, CGI, TLS})
     stop_signal = signal.SIGINT  # fast stop: the bench has no requests worth finishing
     access_log = False
+    open_dir = False
 
     def command(self) -> list[str]:
         log = str(self.dir / "access.log") if self.access_log else "null"
@@ -245,9 +263,9 @@ class Forkd(Peer):
         while time.monotonic() < deadline:
             self.check_alive()
             log = self.log_tail(200)
-            if "ready: generation 1" in log and LISTEN_RE.search(log):
-                address = LISTEN_RE.findall(log)[-1]
-                self.port = int(address.rsplit(":", 1)[1])
+            ports = {int(a.rsplit(":", 1)[1]) for a in LISTEN_RE.findall(log)} - {self.tls_port}
+            if "ready: generation 1" in log and ports:
+                self.port = ports.pop()  # the plain listener's: the kernel's choice
                 return
             time.sleep(0.05)
         raise PeerFailed(f"{self.label}: no 'ready: generation 1' within {timeout:.0f}s\n"

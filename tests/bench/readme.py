@@ -26,7 +26,7 @@ with wrk, stops them (also on Ctrl-C) and writes the tables and the chart:
 
 ```sh
 python3 -m pip install -e '.[bench]'           # matplotlib, gunicorn
-apt-get install -y nginx lighttpd apache2 wrk  # the harness does this itself when run as root
+apt-get install -y nginx lighttpd apache2 wrk openssl  # done by the harness when run as root
 python3 -m tests.bench           # full, ~7 min on 2 cores: tests/bench/results/latest.{md,png,json}
 python3 -m tests.bench --quick   # under 2 minutes: tests/bench/results/quick.{md,png,json}
 python3 -m tests.bench.readme    # copy the latest results into this section
@@ -34,27 +34,49 @@ python3 -m tests.bench.readme    # copy the latest results into this section
 
 `--only nginx,forkd-nolog` and `--workloads 1k-keepalive,cgi` narrow a run; `--help` lists the rest.
 Workloads: a 1 KiB file with keep-alive and with `Connection: close`, 1 MiB and 10 MiB files (MB/s),
-a 404, a directory listing of 50 files, a shell CGI "hello", all with 50 connections; capacity:
-the 1 KiB file while 5,000 idle keep-alive connections are held open; memory: forkd's RSS around
-1,000,000 mixed requests. Measurements are interleaved across servers and repeated three times
-(medians). Every run checks the first response (status, size, body) and that all responses had the
-expected status: a server that answers errors fast is disqualified (DQ), not fast. The harness
-(`tests/bench/`) is never run by pytest or CI.
+a 404, a directory listing of 50 files, a shell CGI "hello", all with 50 connections; "beside
+slow CGI": the 1 KiB file (p99 latency and req/s) while 4 requests for a script that prints a
+line, sleeps 5 s and prints another are kept in flight (servers with CGI only: a worker that
+waited for its script would stall every connection it carries); HTTPS (forkd and nginx, the
+same ECDSA P-256 certificate made by `openssl req` in the run's directory, the same Mozilla
+intermediate profile): the 1 KiB file with keep-alive, the 1 MiB file (MB/s), new connections per
+second with full handshakes and with resumed sessions; capacity: the 1 KiB file while 5,000 idle
+keep-alive connections are held open; memory: forkd's RSS around 1,000,000 mixed requests.
+Measurements are interleaved across servers and repeated three times (medians). Every run checks
+the first response (status, size, body) and that all responses had the expected status: a server
+that answers errors fast is disqualified (DQ), not fast. The harness (`tests/bench/`) is never run
+by pytest or CI.
 
 Read the figures as relative: wrk runs on the same cores as the servers and takes its share of
 the CPU, so nobody gets the whole machine. Reading the rows: forkd caches a rendered directory
 listing until the directory changes, where nginx, lighttpd and Apache render it on each request;
 gunicorn sync and `http.server` (HTTP/1.0) close every connection, so they hold no idle ones in the
 capacity row; Apache prefork parks one process per idle keep-alive connection (150 at most), so
-with 5,000 idle clients new ones get no answer at all.
+with 5,000 idle clients new ones get no answer at all. wrk's latency percentiles count only the
+requests that completed within its 2 s timeout, and a connection stalled until the end of a run
+adds no sample at all; so the slow-CGI row also runs a probe (4 keep-alive connections timing a
+GET every 20 ms, waiting out any stall) and marks a server *stalled* when wrk got no answer or
+the probe waited longer than 2 s (`latest.md` has the probe's maximum and how many scripts were
+alive throughout). lighttpd buffers a CGI answer (the client sees the first line only when the
+script ends); forkd and Apache pass it on as it comes. HTTPS: wrk negotiates TLS 1.3 (X25519,
+AES-256-GCM) and makes one handshake per connection, so the keep-alive rows measure the
+encryption, not handshakes. For handshakes wrk is no use: with `Connection: close` it offers the
+closed connection's session again, so it measures resumptions. The two handshake rows use
+`openssl s_time` instead (8 in parallel, each connection one `GET /1k.txt HTTP/1.0`): `-new`
+makes a full handshake every time, `-reuse` offers the session of its first connection, and its
+per-connection marks are counted, so a row says how many handshakes were really full or resumed.
+These clients share the two cores and spend about as much CPU per full handshake as the server,
+so a fast server's figure there is partly the clients' limit.
 """
 
 
 def section(results: dict) -> str:
     lines = [HEADING, "", INTRO, "### Latest results", "", report.machine_line(results), "",
              report.settings_line(results), ""]
-    lines += [("Requests per second (MB/s for the 1 MiB and 10 MiB files; capacity: requests per "
-              "second for the 1 KiB file beside the idle connections):"), ""]
+    lines += [("Requests per second (MB/s for the 1 MiB and 10 MiB files, plain and HTTPS; "
+              "connections per second for the TLS handshake rows; capacity: requests per second "
+              "for the 1 KiB file beside the idle connections; p99 latency of the 1 KiB GETs "
+              "beside slow CGI scripts):"), ""]
     lines += report.summary_table(results)[2:]  # the table without its own heading
     lines += ["", ("![forkd and its peers, requests per second by workload]"
               "(tests/bench/results/latest.png)"), ""]

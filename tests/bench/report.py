@@ -31,6 +31,8 @@ def markdown(results: dict[str, Any], png: str | None) -> str:
     for workload in results["workloads"]:
         if workload["key"] == "capacity":
             lines += capacity_table(results, workload)
+        elif workload["key"] == "slow-cgi":
+            lines += slow_cgi_table(results, workload)
         else:
             lines += workload_table(results, workload)
     lines += memory_table(results)
@@ -59,8 +61,10 @@ def settings_line(results: dict[str, Any]) -> str:
 def summary_table(results: dict[str, Any]) -> list[str]:
     workloads = results["workloads"]
     head = "| server | " + " | ".join(_short(w) for w in workloads) + " |"
-    lines = [("## Summary (requests/s; MB/s for the big files; capacity = req/s beside the idle "
-             "connections)"), "", head, "|---|" + "---:|" * len(workloads)]
+    lines = [("## Summary (requests/s; MB/s for the big files; new connections/s for the TLS "
+              "handshakes; capacity = req/s beside the idle connections; p99 ms of the 1 KiB GETs "
+              "beside slow CGI scripts)"), "", head,
+             "|---|" + "---:|" * len(workloads)]
     for peer in results["peers"]:
         cells = []
         for w in workloads:
@@ -72,6 +76,8 @@ def summary_table(results: dict[str, Any]) -> list[str]:
             cell = _cell(results, peer["key"], w["key"])
             if cell.get("state") != "ok":
                 cells.append(cell.get("state", "–"))
+            elif w.get("latency"):
+                cells.append(f"{cell['p99_ms']:.1f} ms")
             else:
                 cells.append(_num(cell["mbps"] if w["throughput"] else cell["rps"]))
         lines.append(f"| {_bold(peer)} | " + " | ".join(cells) + " |")
@@ -83,6 +89,8 @@ def summary_table(results: dict[str, Any]) -> list[str]:
 
 def _forkd_ratio(results: dict[str, Any], workload: dict[str, Any]) -> str:
     """forkd without access log against the reference peer (lighttpd where nginx has no row)."""
+    if workload.get("latency"):
+        return ""  # a latency: the table beside the summary says more than a ratio
     if workload["key"] == "capacity":
         cap = results["capacity"]
         ref_key = next((k for k in REFERENCES if cap.get(k, {}).get("rps")), "")
@@ -103,8 +111,10 @@ def workload_table(results: dict[str, Any], workload: dict[str, Any]) -> list[st
     ref_key, ref_value = _reference(results, workload)
     metric = "mbps" if workload["throughput"] else "rps"
     ratio_head = f"× {ref_key}" if ref_key else "ratio"
-    lines = [f"## {workload['title']}", "",
-             f"| server | req/s | MB/s | p99 ms | socket errors | {ratio_head} | note |",
+    lines = [f"## {workload['title']}", ""]
+    if workload["key"] in TLS_NOTES:
+        lines += [TLS_NOTES[workload["key"]], ""]
+    lines += [f"| server | req/s | MB/s | p99 ms | socket errors | {ratio_head} | note |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for peer in results["peers"]:
         cell = _cell(results, peer["key"], workload["key"])
@@ -113,8 +123,12 @@ def workload_table(results: dict[str, Any], workload: dict[str, Any]) -> list[st
             lines.append(f"| {_bold(peer)} | {state} | | | | | {_escape(cell.get('note', ''))} |")
             continue
         ratio = f"{cell[metric] / ref_value:.2f}" if ref_value else ""
+        p99 = "–" if cell.get("p99_ms") is None else f"{cell['p99_ms']:.2f}"
+        note = ""
+        if "resumed" in cell:
+            note = f"{cell['full']:,} full and {cell['resumed']:,} resumed handshakes"
         lines.append(f"| {_bold(peer)} | {_num(cell['rps'])} | {_num(cell['mbps'])} | "
-                     f"{cell['p99_ms']:.2f} | {cell['socket_errors']} | {ratio} | |")
+                     f"{p99} | {cell['socket_errors']} | {ratio} | {note} |")
     return lines + [""]
 
 
@@ -139,6 +153,36 @@ def capacity_table(results: dict[str, Any], workload: dict[str, Any]) -> list[st
         lines.append(f"| {_bold(peer)} | {row.get('idle', 0):,} | {row.get('still_open', 0):,} | "
                      f"{_num(row.get('rps'))} | {row.get('p99_ms', 0):.2f} | {errors} | {ratio} | "
                      f"{_escape(row.get('problem') or row.get('note') or '')} |")
+    return lines + [""]
+
+
+def slow_cgi_table(results: dict[str, Any], workload: dict[str, Any]) -> list[str]:
+    lines = [f"## {workload['title']}", "",
+             ("Scripts print their header block and a line, sleep 5 s and print a second line; "
+              "a client thread per script starts the next request as soon as one ends. wrk's "
+              "p99 and max hold only the requests that completed within its 2 s timeout (a "
+              "connection stalled to the end of the run adds no sample), so a *probe* of 4 "
+              "keep-alive connections, one 1 KiB GET every 20 ms each, waits out any stall: "
+              "*probe max* is its slowest request. *scripts alive*: the fewest of the server's "
+              "slow.sh processes seen during the run (all of them must sleep throughout); "
+              "*first line streamed*: of the slow requests sent, those whose first line reached "
+              "the client before the sleep ended."), "",
+             ("| server | req/s | p99 ms | max ms | probe max ms | scripts alive | "
+              "first line streamed | socket errors | note |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for peer in results["peers"]:
+        cell = _cell(results, peer["key"], workload["key"])
+        state = cell.get("state", "not run")
+        if state != "ok":
+            lines.append(f"| {_bold(peer)} | {state} | | | | | | | "
+                         f"{_escape(cell.get('note', ''))} |")
+            continue
+        probe = cell.get("probe_max_ms")
+        alive = f"{cell.get('slow_running_min', 0)} of {cell.get('slow_requests', 0)}"
+        streamed = f"{cell.get('slow_streamed', 0)} of {cell.get('slow_started', 0)}"
+        lines.append(f"| {_bold(peer)} | {_num(cell['rps'])} | {cell['p99_ms']:.2f} | "
+                     f"{cell.get('max_ms', 0):.1f} | {'–' if probe is None else f'{probe:.1f}'} | "
+                     f"{alive} | {streamed} | {cell['socket_errors']} | |")
     return lines + [""]
 
 
@@ -174,16 +218,32 @@ def peers_table(results: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+TLS_NOTES = {
+    "https-1k": ("wrk over an https URL: one TLS handshake per connection, then keep-alive "
+                 "requests. Both servers: the same ECDSA P-256 certificate, Mozilla intermediate "
+                 "(wrk negotiates TLS 1.3, X25519, TLS_AES_256_GCM_SHA384)."),
+    "tls-full": ("req/s = new connections per second, each a full TLS 1.3 handshake (s_time "
+                 "-new never offers a session) and one `GET /1k.txt HTTP/1.0`; no latency. "
+                 "The s_time clients share the cores and spend about as much CPU per handshake "
+                 "as the server (an ECDSA verify against a sign), so a fast server's figure is "
+                 "partly the clients' limit. wrk is not used here: with `Connection: close` it "
+                 "offers its last session again and measures resumptions."),
+    "tls-resumed": ("req/s = new connections per second, each resuming the session of the "
+                    "client's first connection (TLS 1.3 ticket) and sending one GET; the note "
+                    "counts what the server actually resumed."),
+}
+
 SETUPS = {
-    "nginx": "2 workers, sendfile, access_log off, keepalive_requests 1000000, autoindex",
+    "nginx": "2 workers, sendfile, access_log off, keepalive_requests 1000000, autoindex; HTTPS: "
+             "forkd's intermediate cipher list and ffdhe2048, session cache and tickets",
     "lighttpd": "1 process (its documented set-up), sendfile, mod_cgi, mod_dirlisting",
     "apache": "prefork, StartServers 60, MaxRequestWorkers 150, EnableSendfile, mod_cgi, "
               "mod_autoindex, MaxKeepAliveRequests 0",
     "gunicorn-gthread": "2 workers × 4 threads, tests/bench/wsgi_app.py (wsgi.file_wrapper)",
     "gunicorn-sync": "2 sync workers (no keep-alive), tests/bench/wsgi_app.py",
     "http.server": "python3 -m http.server --cgi (HTTP/1.0, a thread per connection)",
-    "forkd-nolog": "2 workers, access_log null, autoindex, CGI route",
-    "forkd-log": "2 workers, access log to a file (combined), autoindex, CGI route",
+    "forkd-nolog": "2 workers, access_log null, autoindex, CGI route, TLS listener (intermediate)",
+    "forkd-log": "2 workers, access log to a file (combined), autoindex, CGI route, TLS listener",
 }
 
 
@@ -203,7 +263,10 @@ def _cell(results: dict[str, Any], peer: str, workload: str) -> dict[str, Any]:
 def _short(workload: dict[str, Any]) -> str:
     return {"1k-keepalive": "1 KiB", "1k-close": "1 KiB close", "1m": "1 MiB MB/s",
             "10m": "10 MiB MB/s", "404": "404", "listing": "listing", "cgi": "CGI",
-            "capacity": "capacity"}.get(workload["key"], workload["key"])
+            "capacity": "capacity", "slow-cgi": "beside slow CGI p99",
+            "https-1k": "HTTPS 1 KiB", "https-1m": "HTTPS 1 MiB MB/s",
+            "tls-full": "TLS full handshakes", "tls-resumed": "TLS resumed"}.get(
+                workload["key"], workload["key"])
 
 
 def _bold(peer: dict[str, Any]) -> str:
@@ -245,7 +308,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax.set_yticks(list(positions), labels, fontsize=8)
         ax.invert_yaxis()
         unit = "MB/s" if workload["throughput"] else "req/s"
-        ax.set_title(f"{_short(workload).replace(' MB/s', '')} ({unit})", fontsize=10)
+        if workload.get("latency"):
+            unit = "ms, lower is better"
+        elif workload.get("driver", "wrk") != "wrk":
+            unit = "connections/s"
+        title = _short(workload).replace(" MB/s", "")
+        ax.set_title(f"{title} ({unit})", fontsize=10)
         ax.tick_params(axis="x", labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.xaxis.set_major_formatter(FuncFormatter(_thousands))
@@ -279,7 +347,10 @@ def _bars(results: dict[str, Any], workload: dict[str, Any],
             notes.append("" if ok else ("DQ" if row else "–"))
             continue
         cell = _cell(results, peer["key"], workload["key"])
-        if cell.get("state") == "ok":
+        if cell.get("state") == "ok" and workload.get("latency"):
+            values.append(cell["p99_ms"])
+            notes.append(f"{cell['p99_ms']:.1f}")
+        elif cell.get("state") == "ok":
             values.append(cell["mbps"] if workload["throughput"] else cell["rps"])
             notes.append("")
         else:

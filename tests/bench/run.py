@@ -10,9 +10,11 @@ workload, every server in turn (the order rotates between repeats), so slow drif
 (thermal, a teammate's build) spread over all servers instead of hitting one. Each measurement
 fetches once and checks the response (status, size, body) and then runs wrk; a server that
 answered with the wrong status even once is disqualified for that row. The median over repeats is
-reported. The capacity workload (5,000 idle keep-alive connections held by idle.py while wrk
-measures) runs once per server at the end, then the memory test runs on a fresh forkd. Everything
-is stopped in a `finally`, also on Ctrl-C and SIGTERM.
+reported. The slow-CGI workload runs wrk beside slow scripts and a stall probe (slowcgi.py); the
+TLS handshake workloads run `openssl s_time` instead of wrk (tls.py says why). The capacity
+workload (5,000 idle keep-alive connections held by idle.py while wrk measures) runs once per
+server at the end, then the memory test runs on a fresh forkd. Everything is stopped in a
+`finally`, also on Ctrl-C and SIGTERM.
 
 wrk runs on the same machine as the servers and competes with them for the CPU: with 2 cores,
 a server with 2 workers never has both cores to itself. The figures compare servers under the
@@ -41,10 +43,11 @@ if __package__ in (None, ""):  # run as a script: python3 tests/bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench import peers as peer_defs
-from tests.bench import report, tree
+from tests.bench import report, tls, tree
 from tests.bench.drive import Wrk, WrkFailed, WrkResult, wrk_version
 from tests.bench.memory import memory_test
 from tests.bench.peers import Peer, PeerFailed
+from tests.bench.slowcgi import SlowCgiLoad, StallProbe
 from tests.bench.workloads import ALL, CAPACITY, Workload, check_first_response
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,12 +86,16 @@ class Cell:
     """One server x one workload: every repeat, and what they add up to."""
 
     runs: list[dict[str, Any]] = field(default_factory=list)
-    state: str = "ok"  # ok | n/a | DQ | failed | not run
+    state: str = "ok"  # ok | n/a | DQ | failed | stalled (slow-cgi) | not run
     note: str = ""
 
-    def add(self, result: WrkResult | None, problem: str | None, state: str = "DQ") -> None:
+    def add(self, result: WrkResult | None, problem: str | None, state: str = "DQ",
+            extra: dict[str, Any] | None = None) -> None:
         """Record one repeat; a problem marks the cell (DQ: wrong answers, failed: no measure)."""
-        self.runs.append({"result": result.as_dict() if result else None, "problem": problem})
+        run: dict[str, Any] = {"result": result.as_dict() if result else None, "problem": problem}
+        if extra:
+            run["extra"] = extra
+        self.runs.append(run)
         if problem and self.state == "ok":
             self.state, self.note = state, problem
 
@@ -103,6 +110,20 @@ class Cell:
         out["socket_errors"] = sum(r["connect"] + r["read"] + r["write"] + r["timeout"]
                                    for r in results)
         out["requests"] = sum(r["requests"] for r in results)
+        out["max_ms"] = max(r["max_us"] for r in results) / 1000
+        if not results[0].get("latency", True):
+            out["p99_ms"] = out["max_ms"] = None  # s_time measures no latency
+        extras = [r["extra"] for r in self.runs if r.get("extra")]
+        if extras and "full" in extras[0]:  # TLS handshakes: what s_time did
+            out["full"] = sum(e["full"] for e in extras)
+            out["resumed"] = sum(e["resumed"] for e in extras)
+        elif extras:  # the slow-CGI workload: the worst of every repeat
+            probes = [e["probe_max_ms"] for e in extras if e.get("probe_max_ms") is not None]
+            out["probe_max_ms"] = max(probes) if probes else None
+            out["slow_running_min"] = min(e["slow_running_min"] for e in extras)
+            out["slow_requests"] = extras[0]["slow_requests"]
+            out["slow_streamed"] = sum(e["slow_streamed"] for e in extras)
+            out["slow_started"] = sum(e["slow_started"] for e in extras)
         return out
 
 
@@ -163,17 +184,77 @@ class Bench:
         if not self.alive(peer):
             cell.state, cell.note = "failed", self.status[peer.key]
             return
-        problem = check_first_response(peer.port, workload, self.tree)
+        port = peer.tls_port if workload.tls else peer.port
+        problem = check_first_response(port, workload, self.tree)
         if problem:
             cell.add(None, f"wrong first response: {problem}")
             return
+        if workload.slow_cgi:
+            self.measure_beside_slow_cgi(peer, workload, cell)
+            return
+        if workload.driver.startswith("s_time"):
+            self.measure_handshakes(peer, workload, cell)
+            return
         try:
-            result = self.wrk.run(peer.url(workload.path), self.settings.seconds,
+            result = self.wrk.run(peer.url(workload.path, workload.tls), self.settings.seconds,
                                   workload.connections, workload.headers)
         except WrkFailed as exc:
             cell.add(None, str(exc), state="failed")
             return
         cell.add(result, wrong_statuses(result, workload))
+
+    def measure_handshakes(self, peer: Peer, workload: Workload, cell: Cell) -> None:
+        """New TLS connections per second with openssl s_time (see tls.py)."""
+        reuse = workload.driver == "s_time-reuse"
+        try:
+            result, counts = tls.s_time(peer.tls_port, workload.path, self.settings.seconds,
+                                        workload.connections, reuse)
+        except WrkFailed as exc:
+            cell.add(None, str(exc), state="failed")
+            return
+        problem, state = None, "DQ"
+        least = self.tree.sizes[workload.path]
+        if counts["bytes_per_connection"] < least:
+            problem = (f"{counts['bytes_per_connection']} bytes read per connection, expected "
+                       f"over {least} (the file and its header)")
+        elif counts["failed_clients"]:
+            problem, state = (f"{counts['failed_clients']} of {counts['clients']} s_time "
+                              f"clients failed: {counts['client_problem']}"), "failed"
+        elif reuse and counts["resumed"] < 0.9 * result.requests:
+            problem, state = (f"only {counts['resumed']:,} of {result.requests:,} handshakes "
+                              "resumed the offered session"), "not resumed"
+        elif not reuse and counts["resumed"]:
+            problem, state = f"{counts['resumed']:,} handshakes resumed", "failed"
+        cell.add(result, problem, state, counts)
+
+    def measure_beside_slow_cgi(self, peer: Peer, workload: Workload, cell: Cell) -> None:
+        """wrk on the static file while slow CGI scripts sleep (see slowcgi.py)."""
+        assert peer.proc is not None
+        load = SlowCgiLoad(peer.port, tree.SLOW_CGI_PATH, workload.slow_cgi,
+                           self.tree.slow_script, peer.proc.pid)
+        probe = StallProbe(peer.port, workload.path)
+        result, problem, state = None, None, "DQ"
+        load.start()
+        try:
+            if not load.wait_running():
+                problem, state = "no slow CGI script started within 10 s", "failed"
+            else:
+                probe.start()
+                result = self.wrk.run(peer.url(workload.path), self.settings.seconds,
+                                      workload.connections, workload.headers)
+                problem = wrong_statuses(result, workload) if result.requests else None
+        except WrkFailed as exc:
+            problem, state = str(exc), "failed"
+        finally:
+            extra = {**probe.stop(), **load.stop()}  # the probe first: it waits for stalls
+        probe_ms = extra["probe_max_ms"] or 0.0
+        if not problem and result and (not result.requests or probe_ms > self.wrk.timeout * 1000):
+            # a legitimate result, and the one this workload is there to show
+            problem, state = (f"stalled: wrk got {result.requests:,} responses; the probe's "
+                              f"slowest request took {probe_ms:,.0f} ms"), "stalled"
+        if not problem and (extra["slow_wrong"] or extra["probe_failures"]):
+            problem = (extra["slow_wrong"] + extra["probe_failures"])[0]
+        cell.add(result, problem, state, extra)
 
     def measure_capacity(self) -> None:
         if CAPACITY not in self.workloads:
@@ -248,8 +329,8 @@ class Bench:
                          for k, v in vars(self.settings).items()},
             "peers": [{"key": p.key, "label": p.label, "version": p.version(),
                        "status": self.status.get(p.key, "not run")} for p in self.peers],
-            "workloads": [{"key": w.key, "title": w.title, "throughput": w.throughput}
-                          for w in self.workloads],
+            "workloads": [{"key": w.key, "title": w.title, "throughput": w.throughput,
+                           "latency": w.latency, "driver": w.driver} for w in self.workloads],
             "cells": {f"{p}|{w}": {**c.summary(), "runs": c.runs}
                       for (p, w), c in self.cells.items()},
             "capacity": self.capacity,
@@ -301,6 +382,8 @@ def ensure_tools(peer_classes: list[type[Peer]], install: bool) -> list[type[Pee
     apt, pip = set(), set()
     if not shutil.which("wrk"):
         apt.add("wrk")
+    if not shutil.which("openssl"):
+        apt.add("openssl")  # the HTTPS certificate and the handshake rows (tls.py)
     if not _has_module("matplotlib"):
         pip.add("matplotlib")
     for cls in peer_classes:
@@ -321,8 +404,8 @@ def ensure_tools(peer_classes: list[type[Peer]], install: bool) -> list[type[Pee
                 subprocess.run(argv, check=False)
     elif commands:
         log("missing tools; install them with:\n  " + "\n  ".join(" ".join(a) for a in commands))
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is required: apt-get install -y wrk")
+    if not shutil.which("wrk") or not shutil.which("openssl"):
+        raise SystemExit("wrk and openssl are required: apt-get install -y wrk openssl")
     usable = []
     for cls in peer_classes:
         missing = cls.missing()

@@ -7,6 +7,8 @@ Built fresh in a temporary directory for each run so that every peer reads the v
     www/10m.bin           10 MiB
     www/list/             50 small files and no index: a generated directory listing
     www/cgi-bin/hello.sh  a shell CGI script printing a header block and "hello"
+    www/cgi-bin/slow.sh   a shell CGI script: header block, "first", 5 s of sleep, "second"
+    tls/cert.pem, key.pem an ECDSA P-256 certificate for localhost (beside www, not in it)
 
 Everything is world-readable (and the script executable) because nginx, lighttpd and Apache read it
 as `nobody` after dropping root.
@@ -18,19 +20,31 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.bench.tls import make_certificate
+
 LISTING_FILES = 50
 CGI_SCRIPT = b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho hello\n"
 CGI_BODY = b"hello\n"
+SLOW_CGI_PATH = "/cgi-bin/slow.sh"
+SLOW_CGI_SLEEP = 5  # seconds between the two lines of slow.sh
+SLOW_CGI_SCRIPT = (b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho first\n"
+                   b"sleep %d\necho second\n" % SLOW_CGI_SLEEP)
 
 
 @dataclass(frozen=True)
 class Tree:
     root: Path  # the document root
     sizes: dict[str, int]  # URL path -> size in bytes of the file it serves
+    cert: Path  # the HTTPS certificate (ECDSA P-256, localhost) and its key, see tls.py
+    key: Path
 
     @property
     def cgi_root(self) -> Path:
         return self.root / "cgi-bin"
+
+    @property
+    def slow_script(self) -> Path:
+        return self.root / SLOW_CGI_PATH.lstrip("/")
 
     def listing_names(self) -> list[str]:
         return [f"file{i:02d}.txt" for i in range(LISTING_FILES)]
@@ -47,12 +61,14 @@ def build(base: Path) -> Tree:
         sizes["/" + name] = size
     for i in range(LISTING_FILES):
         _write(root / "list" / f"file{i:02d}.txt", f"file number {i}\n".encode())
-    script = root / "cgi-bin" / "hello.sh"
-    _write(script, CGI_SCRIPT)
-    script.chmod(0o755)
+    for name, text in (("hello.sh", CGI_SCRIPT), ("slow.sh", SLOW_CGI_SCRIPT)):
+        script = root / "cgi-bin" / name
+        _write(script, text)
+        script.chmod(0o755)
     for directory in (base, root, root / "list", root / "cgi-bin"):
         directory.chmod(0o755)
-    return Tree(root=root, sizes=sizes)
+    cert, key = make_certificate(base / "tls")
+    return Tree(root=root, sizes=sizes, cert=cert, key=key)
 
 
 def _pattern(size: int) -> bytes:

@@ -10,29 +10,13 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.daemon import ROOT, Daemon
-
-
-def forkd(
-    *args: str, cwd: Path | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "forkd", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=cwd,
-    )
+from tests.support.daemon import Daemon
+from tests.support.daemon import run_forkd as forkd
 
 
 def site(directory: Path) -> Path:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import ROOT
-
-
-def forkd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "forkd", *args],
-        capture_output=True, text=True, env=env, timeout=timeout, check=False,
-    )
+from tests.support.daemon import run_forkd as forkd
 
 
 def write_config(directory: Path, text: str) -> Path:

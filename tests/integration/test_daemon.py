@@ -22,6 +22,7 @@ from typing import Self
 import pytest
 
 from tests.support.daemon import ROOT, Daemon, poll
+from tests.support.daemon import run_forkd as forkd
 from tests.support.tools import need_root
 
 MakeDaemon = Callable[..., Daemon]
@@ -50,19 +51,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def forkd(
-    *args: str, timeout: float = 60, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "forkd", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=cwd,
-    )
 
 
 class Load:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.support import https as support
 from tests.support.daemon import ROOT, Daemon, poll
+from tests.support.https import client_context
 
 SCRIPTS = str(ROOT / "tests" / "cgi")
 BIG = bytes(range(256)) * 20_000  # 5 MB: more than one sendfile chunk over TLS
@@ -23,11 +25,7 @@ def ca() -> trustme.CA:
 
 
 def write_pair(ca: trustme.CA, directory: Path, *names: str) -> dict[str, str]:
-    leaf = ca.issue_cert(*names)
-    cert, key = directory / f"{names[0]}.pem", directory / f"{names[0]}.key"
-    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key))
-    return {"cert": str(cert), "key": str(key)}
+    return support.write_pair(ca.issue_cert(*names), directory, names[0])
 
 
 def https_site(make_daemon, tmp_path: Path, ca: trustme.CA, workers: int = 1,
@@ -50,12 +48,6 @@ def https_site(make_daemon, tmp_path: Path, ca: trustme.CA, workers: int = 1,
         ],
         **extra,
     })
-
-
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 def plain_port(daemon: Daemon) -> int:

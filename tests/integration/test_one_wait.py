@@ -264,3 +264,22 @@ def test_streaming_responses_with_a_declared_length_keep_the_connection(
     assert conn.getresponse().status == 200
     conn.close()
     assert isinstance(conn, http.client.HTTPConnection)
+
+
+def test_a_trickled_head_is_cut_at_its_deadline(make_daemon, tmp_path: Path) -> None:
+    """Bytes that keep coming do not stretch timeouts.header: the head must be complete in time."""
+    root = scripts(tmp_path)
+    daemon = one_worker(make_daemon, root, tmp_path, timeouts={"header": 1})
+    with socket.create_connection((daemon.host, daemon.port), timeout=5) as sock:
+        sock.sendall(b"GET /small.txt HTTP/1.1\r\n")
+        started = time.monotonic()
+        answer = b""
+        while time.monotonic() - started < 4 and not answer:
+            try:
+                sock.sendall(b"X")  # a byte of a header name every 0.1 s
+            except OSError:
+                break
+            if _readable(sock, 0.1):
+                answer = sock.recv(100)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - started < 2.5

@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime
 import os
 import ssl
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,21 +18,12 @@ import trustme
 
 from forkd import listeners, master, tls
 from forkd.config import load
-from tests.support.daemon import ROOT, Daemon
+from tests.support.daemon import Daemon
+from tests.support.daemon import run_forkd as forkd
 
 MakeDaemon = Callable[..., Daemon]
 
 
-def forkd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "forkd", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 def write_pair(leaf: trustme.LeafCert, directory: Path, name: str = "site") -> None:

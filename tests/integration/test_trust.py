@@ -13,15 +13,14 @@ import pwd
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import ROOT, Daemon, poll
+from tests.support.daemon import Daemon, poll
+from tests.support.daemon import run_forkd as forkd
 
 MakeDaemon = Callable[..., Daemon]
 SECRET = b"root:$y$secret:19000:0:99999:7:::\n"
@@ -29,12 +28,6 @@ SECRET = b"root:$y$secret:19000:0:99999:7:::\n"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run workers as nobody")
 
 
-def forkd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "forkd", *args],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
-    )
 
 
 @pytest.fixture

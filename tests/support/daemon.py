@@ -237,3 +237,13 @@ def poll(condition: Callable[[], object], timeout: float, what: str) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def run_forkd(*args: str, timeout: float = 60, cwd: Path | None = None,
+              ) -> subprocess.CompletedProcess[str]:
+    """The forkd command line as an operator runs it (this checkout's code), output captured."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "forkd", *args],
+        capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd, check=False,
+    )

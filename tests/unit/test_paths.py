@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from forkd.handlers.paths import hidden, normalize, strip_prefix, within
-from forkd.routing import matches
 from forkd.http.errors import BadRequest, NotFound
+from forkd.routing import matches
 
 
 @pytest.mark.parametrize("raw, clean", [

@@ -123,3 +123,5 @@ def test_failure_log_says_when_a_class_is_new() -> None:
         False,
     ]
     assert failures.counts == {"eof": 3, "unknown ca": 1}
+    assert failures.summary() == "eof 3, unknown ca 1"  # what the worker logs when it exits
+    assert FailureLog().summary() == ""  # no failures: no line
