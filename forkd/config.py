@@ -23,6 +23,7 @@ import collections.abc
 import dataclasses
 import difflib
 import grp
+import ipaddress
 import os
 import pwd
 import re
@@ -37,7 +38,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from forkd import tls
+from forkd import htpasswd, tls
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class StaticConfig:
     cache_control: str | None = None  # Cache-Control value for successful responses
     headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
     error_pages: Mapping[int, str] = field(default_factory=dict)  # status → file under root
+    fallback: str | None = None  # issue 12: file under root for extensionless misses (an SPA)
+    gzip: bool = False  # issue 12: compress text files on the fly (forkd.handlers.compress)
 
 
 @dataclass(frozen=True)
@@ -154,23 +157,54 @@ WSGI_APP = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\
 # -- end of WSGI ---------------------------------------------------------------------------------
 
 
+# -- virtual hosts, redirects and route options (issue 12) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class RedirectConfig:
+    to: str  # "https://{host}{uri}": {host} {uri} {path} {query} are replaced, nothing else
+    status: Literal[301, 302, 307, 308] = 301
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Client address rules: the first entry that matches decides (forkd.access)."""
+
+    allow: tuple[str, ...] = ()  # CIDRs, addresses or "all"
+    deny: tuple[str, ...] = ()
+    rule_order: tuple[str, ...] = ("allow", "deny")  # the order the keys were written in
+
+
+@dataclass(frozen=True)
+class AuthBasicConfig:
+    realm: str
+    user_file: Path = field(metadata=READABLE)  # Apache htpasswd: bcrypt, $apr1$ or {SHA}
+    users: Mapping[str, str] = field(default_factory=dict)  # user → hash, read from user_file
+
+
+ROUTE_OPTIONS = ("prefix", "access", "auth_basic")  # Route fields that are not handler keys
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
     static: StaticConfig | None = None
     cgi: CgiConfig | None = None
     wsgi: WsgiConfig | None = None  # issue 13
+    redirect: RedirectConfig | None = None
+    access: AccessConfig | None = None  # options any route may carry (issue 12)
+    auth_basic: AuthBasicConfig | None = None
 
     @property
-    def handler_config(self) -> StaticConfig | CgiConfig | WsgiConfig:
-        return self.handler[1]  # type: ignore[no-any-return]
+    def handler_config(self) -> Any:
+        return self.handler[1]
 
     @property
     def handler(self) -> tuple[str, Any]:
         """(route type, its settings): the one handler key this route carries."""
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if item.name != "prefix" and value is not None:
+            if item.name not in ROUTE_OPTIONS and value is not None:
                 return item.name, value
         raise ValueError(f"route {self.prefix} has no handler")
 
@@ -188,6 +222,24 @@ class TlsConfig:
     client_certificates: Literal["none", "optional", "required"] = "none"
     client_ca: Path | None = field(default=None, metadata=READABLE)  # CAs client certs chain to
     handshake_timeout: float = 10.0  # seconds for a complete TLS handshake
+
+
+@dataclass(frozen=True)
+class ServerTlsConfig:
+    """A virtual host's certificates; they join the SNI selection of every TLS listener."""
+
+    certificates: tuple[CertificatePair, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One virtual host (issue 12): the requests whose Host is one of `names`."""
+
+    names: tuple[str, ...] = ()  # "example.com", "*.example.org"; lower-cased, no trailing dot
+    default: bool = False  # serves any Host no server names (else the first server does)
+    tls: ServerTlsConfig | None = None
+    hsts: str | None = None  # Strict-Transport-Security on HTTPS answers (else the top level's)
+    routes: tuple[Route, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,10 +261,24 @@ class Config:
     routes: tuple[Route, ...] = ()
     tls: TlsConfig | None = None  # needed by listeners with `tls: true`
     hsts: str | None = None  # Strict-Transport-Security value for HTTPS answers
+    servers: tuple[ServerConfig, ...] = ()  # virtual hosts; none: `routes` serve every Host
     source: Path | None = None  # the file this came from (not a YAML key)
 
+    def tls_settings(self) -> TlsConfig | None:
+        """The TLS settings listeners use: the top level's, with every server's certificates.
 
-NOT_KEYS = {"source"}
+        The top level's certificates come first (the default for clients without SNI), then the
+        default server's, then the other servers' in order.
+        """
+        servers = sorted(self.servers, key=lambda server: not server.default)
+        extra = tuple(pair for server in servers if server.tls for pair in server.tls.certificates)
+        if self.tls is None and not extra:
+            return None
+        base = self.tls or TlsConfig()
+        return dataclasses.replace(base, certificates=base.certificates + extra)
+
+
+NOT_KEYS = {"source", "users", "rule_order"}  # filled in by the builder, not read from YAML
 
 
 def load(path: str | os.PathLike[str]) -> Config:
@@ -550,9 +616,11 @@ class _Builder:
         return data
 
     def _check_Route(self, values: dict[str, Any], path: str) -> None:
-        handlers = [name for name in ("static", "cgi", "wsgi") if name in values]
+        kinds = [f.name for f in dataclasses.fields(Route) if f.name not in ROUTE_OPTIONS]
+        handlers = [name for name in kinds if name in values]
         if len(handlers) != 1:
-            self.fail(path, "a route needs exactly one handler: static, cgi or wsgi")
+            listed = ", ".join(kinds[:-1]) + f" or {kinds[-1]}"
+            self.fail(path, f"a route needs exactly one handler: {listed}")
 
     # WSGI (issue 13): the app reference and the variables are checked here; importing the app
     # is the worker's job (or the master's, with preload), never --check's.
@@ -570,15 +638,17 @@ class _Builder:
                 self.fail(f"{path}.env.{name}", "not a valid environment variable name")
 
     def _check_Config(self, values: dict[str, Any], path: str) -> None:
-        if "routes" not in values or not values["routes"]:
+        if not values.get("routes") and not values.get("servers"):
             self.fail("routes", "at least one route is required")
+        self._check_servers(values.get("servers") or ())
         limits = values.get("limits")
         if isinstance(limits, Limits) and limits.request_line > limits.header_bytes:
             self.fail("limits.request_line", "must not exceed limits.header_bytes")
         self._check_accounts(values)
         self._check_listen(values.get("listen") or ())
         self._check_routes(values.get("routes") or ())
-        self._check_tls_listeners(values.get("listen") or (), values.get("tls"))
+        servers = tuple(server for server in values.get("servers") or () if server is not None)
+        self._check_tls_listeners(values.get("listen") or (), values.get("tls"), servers)
         pidfile = values.get("pidfile")
         if isinstance(pidfile, Path) and not pidfile.parent.is_dir():
             self.fail("pidfile", f"no such directory: {pidfile.parent}")
@@ -635,14 +705,17 @@ class _Builder:
                 self.fail(f"listen[{i}]", f"no such directory: {os.path.dirname(address.path)}")
 
     def _check_tls_listeners(
-        self, addresses: tuple[ListenAddress, ...], settings: TlsConfig | None
+        self, addresses: tuple[ListenAddress, ...], settings: TlsConfig | None,
+        servers: tuple[ServerConfig, ...] = (),
     ) -> None:
+        if any(server.tls and server.tls.certificates for server in servers):
+            return  # the servers' certificates serve the TLS listeners (Config.tls_settings)
         for i, address in enumerate(addresses):
             if address.tls and (settings is None or not settings.certificates):
                 self.fail("tls.certificates", f"required by listen[{i}] (a tls listener)")
                 return
 
-    def _check_TlsConfig(self, values: dict[str, Any], path: str) -> None:
+    def _check_certificates(self, values: dict[str, Any], path: str) -> None:
         """The certificate files themselves: parseable, current, and matching their keys."""
         for i, pair in enumerate(values.get("certificates") or ()):
             if pair is None or pair.cert is None or pair.key is None:
@@ -650,6 +723,9 @@ class _Builder:
             where = f"{path}.certificates[{i}]"
             for which, reason in tls.pair_problems(pair.cert, pair.key, f"{where}.cert"):
                 self.fail(f"{where}.{which}", reason)
+
+    def _check_TlsConfig(self, values: dict[str, Any], path: str) -> None:
+        self._check_certificates(values, path)
         mode = values.get("client_certificates", "none")
         client_ca = values.get("client_ca")
         reported = any(p.key == f"{path}.client_ca" for p in self.problems)
@@ -660,7 +736,7 @@ class _Builder:
             if reason:
                 self.fail(f"{path}.client_ca", reason)
 
-    def _check_routes(self, routes: tuple[Route | None, ...]) -> None:
+    def _check_routes(self, routes: tuple[Route | None, ...], base: str = "routes") -> None:
         seen: dict[str, int] = {}
         catch_all: int | None = None
         for i, route in enumerate(routes):
@@ -669,15 +745,148 @@ class _Builder:
             key = route.prefix.rstrip("/") or "/"
             if catch_all is not None:
                 self.fail(
-                    f"routes[{i}]", f"unreachable: routes[{catch_all}] (prefix /) matches first"
+                    f"{base}[{i}]", f"unreachable: {base}[{catch_all}] (prefix /) matches first"
                 )
             elif key in seen:
                 self.fail(
-                    f"routes[{i}].prefix", f"{route.prefix} is already routes[{seen[key]}].prefix"
+                    f"{base}[{i}].prefix", f"{route.prefix} is already {base}[{seen[key]}].prefix"
                 )
             seen.setdefault(key, i)
             if key == "/" and catch_all is None:
                 catch_all = i
+
+
+    # -- virtual hosts and route options (issue 12) --
+
+    def _field_ServerConfig_names(self, data: Any, path: str) -> tuple[str, ...]:
+        items = [data] if isinstance(data, str) else data
+        if not isinstance(items, list) or not items:
+            self.fail(path, "expected a non-empty list of host names")
+            return ()
+        names = []
+        for i, item in enumerate(items):
+            name = item.lower().removesuffix(".") if isinstance(item, str) else item
+            reason = host_name_problem(name)
+            if reason:
+                self.fail(f"{path}[{i}]", reason)
+            else:
+                names.append(name)
+        return tuple(names)
+
+    def _check_ServerConfig(self, values: dict[str, Any], path: str) -> None:
+        if not values.get("routes"):
+            self.fail(f"{path}.routes", "at least one route is required")
+        self._check_routes(values.get("routes") or (), f"{path}.routes")
+
+    def _check_ServerTlsConfig(self, values: dict[str, Any], path: str) -> None:
+        self._check_certificates(values, path)
+
+    def _check_servers(self, servers: tuple[ServerConfig | None, ...]) -> None:
+        """Across servers: every name once, at most one default."""
+        owner: dict[str, str] = {}
+        default: int | None = None
+        for i, server in enumerate(servers):
+            if server is None:
+                continue
+            for j, name in enumerate(server.names):
+                where = f"servers[{i}].names[{j}]"
+                if name in owner:
+                    self.fail(where, f"{name} is already listed as {owner[name]}")
+                owner.setdefault(name, where)
+            if server.default:
+                if default is not None:
+                    self.fail(f"servers[{i}].default",
+                              f"servers[{default}] is already the default server")
+                default = i if default is None else default
+
+    def _field_StaticConfig_fallback(self, data: Any, path: str) -> str | None:
+        if data is not None and (not isinstance(data, str) or not data.startswith("/")):
+            self.fail(path, f"expected a file path under root starting with '/', got {data!r}")
+            return None
+        return data  # type: ignore[no-any-return]
+
+    def _check_RedirectConfig(self, values: dict[str, Any], path: str) -> None:
+        to = values.get("to")
+        if isinstance(to, str):
+            reason = redirect_target_problem(to)
+            if reason:
+                self.fail(f"{path}.to", reason)
+
+    def _field_Route_access(self, data: Any, path: str) -> AccessConfig | None:
+        config = self.build(AccessConfig, data, path)
+        if config is None:
+            return None
+        for key in ("allow", "deny"):
+            for i, entry in enumerate(getattr(config, key)):
+                reason = access_rule_problem(entry)
+                if reason:
+                    self.fail(f"{path}.{key}[{i}]", reason)
+        # Rules apply in the order written: `deny` before `allow` when it comes first.
+        order = tuple(key for key in data if key in ("allow", "deny"))
+        return dataclasses.replace(config, rule_order=order or ("allow", "deny"))
+
+    def _check_AuthBasicConfig(self, values: dict[str, Any], path: str) -> None:
+        realm = values.get("realm")
+        if isinstance(realm, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in realm):
+            self.fail(f"{path}.realm", "control characters are not allowed")
+        user_file = values.get("user_file")
+        if not isinstance(user_file, Path):
+            return  # reported already
+        try:
+            text = user_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.fail(f"{path}.user_file", f"cannot read {user_file}: {exc}")
+            return
+        users, problems = htpasswd.parse(text)
+        for line, reason in problems:
+            self.fail(f"{path}.user_file", f"{user_file} line {line}: {reason}")
+        values["users"] = types.MappingProxyType(users)
+
+
+def host_name_problem(name: Any) -> str:
+    """Why name cannot be a server name ("" when it can): a DNS name, an optional `*.` first."""
+    if not isinstance(name, str) or not name:
+        return f"expected a host name, got {_kind(name)}"
+    labels = name.split(".")
+    if "*" in name:
+        if labels[0] != "*" or "*" in ".".join(labels[1:]) or len(labels) < 2:
+            return f"a wildcard is allowed only as the whole first label (*.example.org): {name}"
+        labels = labels[1:]
+    if name.startswith("[") and name.endswith("]"):
+        return ""  # an IPv6 literal, as a Host header carries it
+    for label in labels:
+        if not label or len(label) > 63 or not all(c.isalnum() or c in "-_" for c in label) \
+                or not label.isascii():
+            return f"not a host name: {name}"
+    return ""
+
+
+REDIRECT_PLACEHOLDERS = ("{host}", "{uri}", "{path}", "{query}")
+
+
+def redirect_target_problem(to: str) -> str:
+    """Why a redirect's `to` cannot be used ("" when it can)."""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in to):
+        return "spaces and control characters are not allowed"
+    rest = to
+    for placeholder in REDIRECT_PLACEHOLDERS:
+        rest = rest.replace(placeholder, "")
+    if "{" in rest or "}" in rest:
+        return "unknown placeholder: only {host} {uri} {path} {query} are replaced"
+    if not to.startswith(("http://", "https://", "/")) or to.startswith("//"):
+        return 'must be an absolute URL (http:// or https://) or a path starting with "/"'
+    return ""
+
+
+def access_rule_problem(entry: str) -> str:
+    """Why an access rule entry is unusable ("" when it is an address, a CIDR or "all")."""
+    if entry == "all":
+        return ""
+    try:
+        ipaddress.ip_network(entry, strict=True)
+    except ValueError as exc:
+        return f'expected an address, a CIDR or "all": {exc}'
+    return ""
 
 
 # -- the effective configuration, back as YAML ----------------------------------------------------
@@ -741,6 +950,10 @@ def _is_section(hint: Any) -> bool:
 _DUMP_SPECIAL: dict[tuple[str, str], Any] = {
     ("Config", "listen"): lambda addresses: [str(address) for address in addresses],
     ("Config", "unix_mode"): lambda mode: f"{mode:04o}",
+    ("Route", "access"): lambda access: {  # the rules in the order they apply
+        key: list(getattr(access, key))
+        for key in dict.fromkeys((*access.rule_order, "allow", "deny"))
+    },
 }
 
 

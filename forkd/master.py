@@ -958,14 +958,15 @@ def tls_contexts(config: Config, listeners: list[Listener]) -> dict[int, ssl.SSL
     All TLS listeners share one context (one certificate set). Listeners forkd bound come in the
     order of `listen`; one adopted from systemd is TLS when its address is listed with `tls: true`.
     """
-    if config.tls is None or not any(address.tls for address in config.listen):
+    settings = config.tls_settings()  # with the servers' certificates (virtual hosts)
+    if settings is None or not any(address.tls for address in config.listen):
         return {}
     if all(listener.owned for listener in listeners):
         chosen = [lis for address, lis in zip(config.listen, listeners, strict=True) if address.tls]
     else:
         wanted = {str(address) for address in config.listen if address.tls}
         chosen = [listener for listener in listeners if str(listener.real_address) in wanted]
-    context = tls.build_server_context(config.tls)
+    context = tls.build_server_context(settings)
     return {listener.sock.fileno(): context for listener in chosen}
 
 

@@ -221,8 +221,8 @@ def build_server_context(settings: TlsConfig) -> ssl.SSLContext:
     if not groups:
         raise TlsError("tls.certificates: no certificate")
     default = groups[0].context
-    if len(groups) > 1:
-        default.sni_callback = _SniSelector(groups)
+    # Also with one group: the callback records the name, for the routing's 421 check.
+    default.sni_callback = _SniSelector(groups)
     return default
 
 
@@ -295,10 +295,18 @@ class _SniSelector:
         return found
 
     def __call__(self, sock: Any, server_name: str | None, initial: ssl.SSLContext) -> None:
+        # The server side has no API to read the SNI name after the handshake: keep it on the
+        # SSLSocket (the callback's `sock`), where sni_name() finds it.
+        sock.forkd_sni = server_name or ""
         if server_name:
             chosen = self.lookup(server_name)
             if chosen is not None and chosen is not initial:
                 sock.context = chosen
+
+
+def sni_name(sock: ssl.SSLSocket | ssl.SSLObject) -> str:
+    """The server name a client sent in its ClientHello ("" without SNI)."""
+    return str(getattr(sock, "forkd_sni", ""))
 
 
 # -- what CGI sees of a connection ----------------------------------------------------------------

@@ -23,7 +23,7 @@ from forkd.connection import CLOSED, HEAD, Connection
 from forkd.http.request import ConnectionInfo
 from forkd.http.response import Response
 from forkd.services import Services
-from forkd.tls import connection_variables
+from forkd.tls import connection_variables, sni_name
 from forkd.transport import HandshakeFailed, TlsTransport
 
 SHAKE = -1  # a state before HEAD: the TLS handshake is in progress
@@ -77,6 +77,7 @@ class TlsConnection(Connection):
         self.sock = transport.tls  # the SSLSocket owns the descriptor now (shutdown, linger)
         self.info.scheme = "https"
         self.info.tls_variables = connection_variables(transport.tls)
+        self.info.sni = sni_name(transport.tls)
         self.state = HEAD
         self.fresh = True
         self.deadline = now + self.services.timeouts.header
@@ -101,7 +102,8 @@ class TlsConnection(Connection):
 
     # -- answers ---------------------------------------------------------------------------------
     def respond(self, response: Response, now: float) -> None:
-        hsts = self.services.hsts
+        site = self.request.site if self.request is not None else None
+        hsts = site.hsts if site is not None else self.services.hsts  # a server's own, if any
         if hsts and not any(name.lower() == "strict-transport-security"
                             for name, _ in response.headers):
             response.headers = [*response.headers, ("Strict-Transport-Security", hsts)]

@@ -159,6 +159,8 @@ def build_environ(
     env = dict(fixed)
     conn = request.conn
     server_name, host_port = split_host(request.host)
+    if request.site is not None:  # a virtual host: its own name, never a Host it merely caught
+        server_name = request.site.server_name(server_name)
     if conn is not None:
         remote_addr = conn.remote_addr.encode()
         env[b"REMOTE_PORT"] = str(conn.remote_port).encode()
@@ -189,11 +191,20 @@ def build_environ(
     content_type = headers.get("content-type")
     if content_type is not None:
         env[b"CONTENT_TYPE"] = content_type.encode("latin-1", "replace")
-    for name, value in request.extra.items():
-        if name.startswith("REDIRECT_"):  # set by the worker after a local redirect (§6.2.2)
+    extra = request.extra
+    for name, value in extra.items():
+        # REDIRECT_* after a local redirect (§6.2.2); AUTH_TYPE, REMOTE_USER from basic auth.
+        if name.startswith("REDIRECT_"):  # latin-1 strings holding the octets received
             env[name.encode("latin-1", "replace")] = value.encode("latin-1", "replace")
+        elif name in AUTH_VARIABLES:  # the user name as decoded from UTF-8 credentials
+            env[name.encode()] = value.encode("utf-8", "replace")
     env.update(header_variables(headers, server.underscore_headers))
+    if "REMOTE_USER" in extra:  # the server checked the password: it stays with the server
+        env.pop(b"HTTP_AUTHORIZATION", None)
     return env
+
+
+AUTH_VARIABLES = frozenset({"AUTH_TYPE", "REMOTE_USER"})  # set by forkd.handlers.guard
 
 
 def header_variables(headers: Mapping[str, str], underscore_headers: bool) -> dict[bytes, bytes]:

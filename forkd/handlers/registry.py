@@ -17,6 +17,7 @@ HANDLER_TYPES: dict[str, str] = {
     "static": "forkd.handlers.static:StaticHandler",
     "cgi": "forkd.handlers.cgi:CgiHandler",
     "wsgi": "forkd.handlers.wsgi:WsgiHandler",
+    "redirect": "forkd.handlers.redirect:RedirectHandler",
 }
 
 

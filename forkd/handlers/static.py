@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from forkd.config import StaticConfig
-from forkd.handlers import autoindex, conditional, mime, negotiate
+from forkd.handlers import autoindex, compress, conditional, mime, negotiate
 from forkd.handlers.base import HandlerContext
 from forkd.handlers.bounded import ByteCache, cost_of
 from forkd.handlers.listing import Listings
@@ -107,6 +107,7 @@ class _File:
     not_modified: list[tuple[str, str]] = field(default_factory=list)  # a 304's fields
     data: bytes | None = None  # the content, for small files
     siblings: tuple[str, ...] = ()  # codings with a precompressed sibling file
+    compressible: bool = False  # gzip on the fly may send it (forkd.handlers.compress)
 
 
 class StaticHandler:
@@ -124,7 +125,9 @@ class StaticHandler:
         self.success_headers = success  # on 2xx and 304 answers
         # The body of a plain 404, the very page the worker makes of NotFound(); None when the route
         # has its own 404 page (then every 404 takes the general path).
-        self.not_found = None if 404 in config.error_pages else error_body(404)
+        self.not_found = None if 404 in config.error_pages or config.fallback else error_body(404)
+        # Issue 12: gzip on the fly, and the SPA fallback (see _fallback).
+        self.gzip = compress.Gzip(success) if config.gzip else None
         # Every cache is bounded in bytes. Targets and files hold only names that exist; paths
         # found missing get a small cache of their own, so a flood of distinct missing paths can
         # only push older ones out of it.
@@ -150,6 +153,10 @@ class StaticHandler:
         try:
             return self._fast(request) or self._serve(request)
         except HTTPError as error:
+            if error.status == 404 and self.config.fallback:
+                fallback = self._fallback(request)
+                if fallback is not None:
+                    return fallback
             page = self.config.error_pages.get(error.status)
             response = self._error_page(page, error) if page else None
             if response is None:
@@ -177,6 +184,8 @@ class StaticHandler:
         if entry is None or entry.data is None or entry.siblings:
             return None
         headers = request.headers
+        if entry.compressible and "accept-encoding" in headers:
+            return None  # gzip on the fly: the general path chooses
         if ("range" in headers or "if-none-match" in headers or "if-modified-since" in headers
                 or "if-match" in headers or "if-unmodified-since" in headers):
             return None
@@ -310,6 +319,8 @@ class StaticHandler:
         entry.content_type = mime.content_type(base)
         if not coding and self.config.precompressed:
             entry.siblings = tuple(c for c, suffix in SIBLINGS if _is_file(fs_path + suffix))
+        entry.compressible = (self.gzip is not None and not coding and not entry.siblings
+                              and compress.compressible(entry.content_type, entry.size))
         self._prepare_headers(entry)
         if entry.size <= SMALL_FILE:
             entry.data = _read_all(fd, entry.size)
@@ -319,7 +330,7 @@ class StaticHandler:
         """The fields of a 200 (206 adds Content-Range) and of a 304 (RFC 9110 §15.4.5: validators,
         Vary, Cache-Control; no Content-Type or Content-Encoding)."""
         validators = [("Last-Modified", conditional.http_date(entry.mtime)), ("ETag", entry.etag)]
-        if entry.coding or entry.siblings:
+        if entry.coding or entry.siblings or entry.compressible:
             validators.append(("Vary", "Accept-Encoding"))
         encoding = [("Content-Encoding", entry.coding)] if entry.coding else []
         entry.headers = [("Content-Type", entry.content_type), *encoding, *validators,
@@ -351,6 +362,10 @@ class StaticHandler:
                     entry = self._lookup(entry.fs_path + _suffix(coding), coding)
                 except HTTPError:
                     pass  # the sibling vanished or is refused: the identity representation will do
+        elif entry.compressible and self.gzip is not None:
+            compressed = self.gzip.respond(request, entry, self._content)
+            if compressed is not None:
+                return compressed
         headers = request.headers
         spans = None
         if ("range" in headers or "if-none-match" in headers or "if-modified-since" in headers
@@ -415,6 +430,32 @@ class StaticHandler:
             os.close(fd)
             raise
         return fd, entry
+
+    def _content(self, entry: _File) -> tuple[bytes | None, _File]:
+        """The whole content of a file and the description of the version read (for gzip)."""
+        if entry.data is not None:
+            return entry.data, entry
+        fd, entry = self._open_entry(entry)
+        try:
+            return _read_all(fd, entry.size), entry
+        finally:
+            os.close(fd)
+
+    def _fallback(self, request: Request) -> Response | None:
+        """An SPA's page for a path without an extension that matched no file (None: a 404).
+
+        A missing asset ("/assets/app.js") keeps its 404: a browser must not get a page of
+        HTML where it asked for a script. The fallback is a file under the route's root.
+        """
+        try:
+            last = normalize(request.path).rstrip("/").rsplit("/", 1)[-1]
+            if "." in last or request.method not in ("GET", "HEAD"):
+                return None
+            name = normalize(self.config.fallback or "/").rstrip("/")
+            entry = self._lookup(self.root + name)
+        except HTTPError:
+            return None
+        return None if entry.is_dir else self._file_response(request, entry)
 
     def _part(self, entry: _File, fd: int, first: int, last: int) -> bytes | FileRange:
         if fd < 0:

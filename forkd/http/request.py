@@ -16,6 +16,7 @@ class ConnectionInfo:
     server_port: int
     scheme: str = "http"
     tls_variables: dict[str, str] = field(default_factory=dict)  # HTTPS, SSL_* for CGI (TLS only)
+    sni: str = ""  # the server name the TLS client asked for (SNI), "" without one
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class Request:
     request_line: str = ""  # the first line as received, for logs
     extra: dict[str, str] = field(default_factory=dict)  # REDIRECT_* and similar, set by handlers
     prepared: Any = None  # what the route's handler found in prepare(), for its handle()
+    site: Any = None  # the virtual host that matched (forkd.routing.Site); None without servers
 
     @property
     def has_body(self) -> bool:

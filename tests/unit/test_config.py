@@ -12,7 +12,16 @@ import pytest
 import trustme
 import yaml
 
-from forkd.config import Config, ConfigError, ListenAddress, dump, load, loads, parse_listen
+from forkd.config import (
+    NOT_KEYS,
+    Config,
+    ConfigError,
+    ListenAddress,
+    dump,
+    load,
+    loads,
+    parse_listen,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +48,9 @@ def test_the_demo_config_is_valid() -> None:
     config = load(ROOT / "conf" / "site.yaml")
     assert config.listen == (ListenAddress("inet", "127.0.0.1", 8080),)
     assert config.source == ROOT / "conf" / "site.yaml"
-    cgi, api, static = config.routes
+    demo, app = config.servers  # the demo site (the default) and a second virtual host
+    assert demo.default and "localhost" in demo.names and app.names == ("app.localhost",)
+    cgi, api, static = demo.routes
     assert api.wsgi is not None and api.wsgi.python_path == (ROOT / "conf" / "apps",)
     assert cgi.cgi is not None and cgi.cgi.root == ROOT / "conf" / "cgi-bin"
     assert set(cgi.cgi.interpreters) == {".py", ".php"}
@@ -92,7 +103,7 @@ def test_unknown_keys_and_wrong_types_name_their_path(base: Path) -> None:
         "4:21: limits.bodies: unknown key (did you mean body?)",
         "5:16: server_tokens: expected true or false, got the string 'yes'",
         "8:44: routes[0].static.autoindx: unknown key (did you mean autoindex?)",
-        "9:5: routes[1]: a route needs exactly one handler: static, cgi or wsgi",
+        "9:5: routes[1]: a route needs exactly one handler: static, cgi, wsgi or redirect",
         "9:13: routes[1].prefix: must be a path starting with '/', got 'nope'",
     ]
 
@@ -296,7 +307,7 @@ def _keys(cls: type, prefix: str = "") -> set[str]:
     """Every key path the dataclasses define, found from the types alone (a new field shows up)."""
     out = set()
     for spec in dataclasses.fields(cls):
-        if spec.name == "source":
+        if spec.name in NOT_KEYS:
             continue
         out.add(prefix + spec.name)
         hint = typing.get_type_hints(cls)[spec.name]
@@ -323,7 +334,21 @@ def test_dump_writes_every_key_of_every_dataclass(base: Path) -> None:
     (base / "site.pem").write_bytes(leaf.cert_chain_pems[0].bytes())
     leaf.private_key_pem.write_to_path(str(base / "site.key"))
     tls = "tls: {certificates: [{cert: site.pem, key: site.key}]}\n"
-    data = yaml.safe_load(dump(loads(tls + BOTH_HANDLERS, base)))
+    (base / "users").write_text("u:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+    server = (
+        "servers:\n"
+        "  - names: [example.com]\n    default: true\n    hsts: max-age=1\n"
+        "    tls: {certificates: [{cert: site.pem, key: site.key}]}\n"
+        "    routes:\n"
+        "      - {prefix: /old/, redirect: {to: /new/}, access: {allow: [all]},\n"
+        "         auth_basic: {realm: r, user_file: users}}\n"
+        + BOTH_HANDLERS.replace("routes:\n", "").replace("  - ", "      - ")
+    )
+    routes = BOTH_HANDLERS.replace("routes:\n", "routes:\n" + (
+        "  - {prefix: /old/, redirect: {to: /new/}, access: {deny: [all]},\n"
+        "     auth_basic: {realm: r, user_file: users}}\n"
+    ))
+    data = yaml.safe_load(dump(loads(tls + routes + server, base)))
     assert _dumped_keys(data) == _keys(Config)
 
 
