@@ -23,6 +23,7 @@ import collections.abc
 import dataclasses
 import difflib
 import grp
+import ipaddress
 import os
 import pwd
 import shutil
@@ -137,14 +138,29 @@ class CgiConfig:
     min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
 
 
+# -- fastcgi (issue 17): PHP through php-fpm -------------------------------------------------------
+@dataclass(frozen=True)
+class FastCgiConfig:
+    connect: str  # "unix:/run/php/php8.2-fpm.sock" or "127.0.0.1:9000" (php-fpm's listen)
+    root: Path = field(metadata=DIR)  # the scripts and the route's static files, as php-fpm sees them
+    index: tuple[str, ...] = ("index.php",)  # tried in a directory; script names run, others are served
+    extensions: tuple[str, ...] = (".php",)  # only files with these run (compared case-insensitively)
+    front_controller: str | None = None  # "/index.php": runs for paths that match no file
+    params: Mapping[str, str] = field(default_factory=dict)  # extra params (the request's always win)
+    timeout: float = 60.0  # seconds php-fpm may stay silent (connect, header block, each output)
+    pass_authorization: bool = False  # pass the Authorization header as HTTP_AUTHORIZATION
+    min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
     static: StaticConfig | None = None
     cgi: CgiConfig | None = None
+    fastcgi: FastCgiConfig | None = None  # issue 17
 
     @property
-    def handler_config(self) -> StaticConfig | CgiConfig:
+    def handler_config(self) -> StaticConfig | CgiConfig | FastCgiConfig:
         return self.handler[1]  # type: ignore[no-any-return]
 
     @property
@@ -507,6 +523,50 @@ class _Builder:
                 out[ext] = str(exe)
         return types.MappingProxyType(out)
 
+    # -- fastcgi (issue 17) --
+    def _field_FastCgiConfig_connect(self, data: Any, path: str) -> str:
+        address = parse_listen(data) if isinstance(data, str) else "expected a string"
+        if isinstance(address, str):
+            self.fail(path, f'{address} (e.g. "unix:/run/php/php8.2-fpm.sock" or "127.0.0.1:9000")')
+            return ""
+        if address.family == "unix":
+            return f"unix:{self.base / address.path}"
+        try:  # a name would need a lookup, which would block a worker: addresses only
+            ipaddress.ip_address(address.host)
+        except ValueError:
+            self.fail(path, f"expected an IP address, not a name: {address.host!r}")
+        if address.port == 0:
+            self.fail(path, "port 0 cannot be connected to")
+        return str(address)
+
+    def _field_FastCgiConfig_extensions(self, data: Any, path: str) -> tuple[str, ...]:
+        names = self.value(tuple[str, ...], data, path, {})
+        for i, name in enumerate(names):
+            if not name.startswith(".") or len(name) < 2 or "/" in name:
+                self.fail(f"{path}[{i}]", f"an extension starts with '.', got {name!r}")
+        if not names:
+            self.fail(path, "at least one extension is required")
+        return tuple(name.lower() for name in names)
+
+    def _field_FastCgiConfig_index(self, data: Any, path: str) -> tuple[str, ...]:
+        names = self.value(tuple[str, ...], data, path, {})
+        for i, name in enumerate(names):
+            if name in ("", ".", "..") or "/" in name:
+                self.fail(f"{path}[{i}]", f"an index is a file name without '/', got {name!r}")
+        return tuple(names)
+
+    def _check_FastCgiConfig(self, values: dict[str, Any], path: str) -> None:
+        controller, root = values.get("front_controller"), values.get("root")
+        if not isinstance(controller, str) or not isinstance(root, Path):
+            return
+        where = f"{path}.front_controller"
+        if not controller.startswith("/") or "/." in controller or controller.endswith("/"):
+            self.fail(where, f"must be a path under root starting with '/', got {controller!r}")
+        elif not (root / controller.lstrip("/")).is_file():
+            self.fail(where, f"no such file: {root / controller.lstrip('/')}")
+        elif os.path.splitext(controller)[1].lower() not in values.get("extensions", (".php",)):
+            self.fail(where, "its extension is not one of fastcgi.extensions")
+
     def _field_Config_access_log(self, data: Any, path: str) -> str | None:
         return self.log_target(data, path)
 
@@ -532,9 +592,9 @@ class _Builder:
         return data
 
     def _check_Route(self, values: dict[str, Any], path: str) -> None:
-        handlers = [name for name in ("static", "cgi") if name in values]
+        handlers = [name for name in ("static", "cgi", "fastcgi") if name in values]
         if len(handlers) != 1:
-            self.fail(path, "a route needs exactly one handler: static or cgi")
+            self.fail(path, "a route needs exactly one handler: static, cgi or fastcgi")
 
     def _check_Config(self, values: dict[str, Any], path: str) -> None:
         if "routes" not in values or not values["routes"]:
