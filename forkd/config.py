@@ -143,7 +143,7 @@ class CgiConfig:
 class FastCgiConfig:
     connect: str  # "unix:/run/php/php8.2-fpm.sock" or "127.0.0.1:9000" (php-fpm's listen)
     root: Path = field(metadata=DIR)  # the scripts and the route's static files, as php-fpm sees them
-    index: tuple[str, ...] = ("index.php",)  # tried in a directory; script names run, others are served
+    index: tuple[str, ...] = ("index.php", "index.html")  # in a directory: scripts run, others served
     extensions: tuple[str, ...] = (".php",)  # only files with these run (compared case-insensitively)
     front_controller: str | None = None  # "/index.php": runs for paths that match no file
     params: Mapping[str, str] = field(default_factory=dict)  # extra params (the request's always win)
