@@ -1,0 +1,105 @@
+"""A small multi-file PHP application behind a fastcgi route, walked like a visitor and an editor.
+
+The blog in tests/fastcgi/blog has a front controller (pretty URLs: /blog/post/SLUG/), included
+library files, a stylesheet, comments posted through a form, a login that sets a signed cookie, an
+admin page behind it and an image upload. It stands in for the WordPress walk of issue 17 (see the
+README): the same mechanisms, without a database server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import ROOT, Daemon
+from tests.support.php_fpm import PhpFpm
+
+BLOG = ROOT / "tests" / "fastcgi" / "blog"
+
+
+@pytest.fixture(scope="module")
+def blog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    directory = tmp_path_factory.mktemp("blog")
+    root = directory / "blog"
+    shutil.copytree(BLOG, root)
+    (directory / "data").mkdir()
+    fpm = PhpFpm(directory / "fpm", children=2).start()
+    (directory / "forkd").mkdir()
+    daemon = Daemon(directory / "forkd", {"routes": [
+        {"prefix": "/blog/", "fastcgi": {
+            "connect": fpm.connect, "root": str(root), "front_controller": "/index.php",
+            "params": {"DATA_DIR": str(directory / "data"), "APP_SECRET": "s3cret"}}}]})
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        fpm.stop()
+
+
+def request(daemon: Daemon, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    conn = daemon.connection()
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    response.read()  # kept on the response object
+    conn.close()
+    return response
+
+
+def text(daemon: Daemon, path: str, **kwargs: object) -> tuple[int, str]:
+    status, _, body = daemon.get(path, **kwargs)  # type: ignore[arg-type]
+    return status, body.decode()
+
+
+def test_pretty_urls_and_assets(blog: Daemon) -> None:
+    status, page = text(blog, "/blog/")
+    assert status == 200 and '<a href="/blog/post/hello-world/">Hello, world</a>' in page
+    status, page = text(blog, "/blog/post/hello-world/")
+    assert status == 200 and "<article>The first post.</article>" in page
+    status, page = text(blog, "/blog/post/no-such-post/")
+    assert status == 404 and "No such page: /post/no-such-post/" in page  # the app's own 404
+    status, headers, body = blog.get("/blog/assets/site.css")
+    assert status == 200 and body == b"body { font-family: serif; }\n" and "etag" in headers
+
+
+def test_a_comment_is_posted_through_the_form(blog: Daemon) -> None:
+    comment = f"nice post {uuid.uuid4().hex}"
+    response = request(blog, "POST", "/blog/post/second/", body=f"comment={comment}".encode(),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status == 303 and response.getheader("Location") == "/blog/post/second/"
+    status, page = text(blog, "/blog/post/second/")
+    assert status == 200 and f'<p class="comment">{comment}</p>' in page
+
+
+def test_login_admin_and_upload(blog: Daemon) -> None:
+    response = request(blog, "GET", "/blog/admin/")
+    assert response.status == 302 and response.getheader("Location") == "/blog/login"
+    response = request(blog, "POST", "/blog/login", body=b"user=admin&password=wrong",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status == 200 and response.getheader("Set-Cookie") is None
+    response = request(blog, "POST", "/blog/login", body=b"user=admin&password=correct+horse",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status == 302 and response.getheader("Location") == "/blog/admin/"
+    cookie = response.getheader("Set-Cookie", "").split(";", 1)[0]
+    assert cookie.startswith("who=admin")
+    status, page = text(blog, "/blog/admin/", headers={"Cookie": cookie})
+    assert status == 200 and "Hello, admin" in page
+
+    image = b"\xff\xd8\xff\xe0 not really a jpeg <?php echo 'EXECUTED'; ?>"
+    boundary = "forkdboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; "
+            f"filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+    body += image + f"\r\n--{boundary}--\r\n".encode()
+    response = request(blog, "POST", "/blog/admin/", body=body, headers={
+        "Cookie": cookie, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status == 303 and response.getheader("Location") == "/blog/uploads/photo.jpg"
+    status, headers, data = blog.get("/blog/uploads/photo.jpg")
+    assert status == 200 and data == image and headers["content-type"] == "image/jpeg"
+    status, _, data = blog.get("/blog/uploads/photo.jpg/evil.php")  # the upload never runs
+    assert status == 404 and b"EXECUTED" not in data
