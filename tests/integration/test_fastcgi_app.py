@@ -103,3 +103,29 @@ def test_login_admin_and_upload(blog: Daemon) -> None:
     assert status == 200 and data == image and headers["content-type"] == "image/jpeg"
     status, _, data = blog.get("/blog/uploads/photo.jpg/evil.php")  # the upload never runs
     assert status == 404 and b"EXECUTED" not in data
+
+
+def test_the_demo_sites_php_page(tmp_path: Path) -> None:
+    """conf/site.yaml's /php/ route, pointed at a php-fpm of the test's own."""
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf, ignore=shutil.ignore_patterns("forkd.pid*", "*.sqlite3"))
+    fpm = PhpFpm(tmp_path / "fpm", children=1).start()
+    site = conf / "site.yaml"
+    text = site.read_text().replace('"127.0.0.1:8080"', '"127.0.0.1:0"')
+    site.write_text(text.replace("unix:/run/php/php8.2-fpm.sock", fpm.connect))
+    (tmp_path / "forkd").mkdir()
+    daemon = Daemon(tmp_path / "forkd", site.read_text().replace(
+        "root: php", f"root: {conf / 'php'}").replace("root: cgi-bin", f"root: {conf / 'cgi-bin'}")
+        .replace("root: www", f"root: {conf / 'www'}").replace("pidfile: forkd.pid", "pidfile: null"))
+    try:
+        daemon.start()
+        status, _, body = daemon.get("/php/")
+        assert status == 200 and b"Hello from php-fpm 8." in body
+        status, _, body = daemon.get("/php/any/pretty/path", method="POST", body=b"name=Ada",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 200 and b"Hello, Ada!" in body and b"/php/any/pretty/path" in body
+        assert daemon.get("/php/style.css")[0] == 200
+        assert b'href="/php/"' in daemon.get("/")[2]
+    finally:
+        daemon.stop()
+        fpm.stop()

@@ -39,7 +39,8 @@ def test_the_demo_config_is_valid() -> None:
     config = load(ROOT / "conf" / "site.yaml")
     assert config.listen == (ListenAddress("inet", "127.0.0.1", 8080),)
     assert config.source == ROOT / "conf" / "site.yaml"
-    cgi, static = config.routes
+    cgi, php, static = config.routes
+    assert php.fastcgi is not None and php.fastcgi.front_controller == "/index.php"
     assert cgi.cgi is not None and cgi.cgi.root == ROOT / "conf" / "cgi-bin"
     assert set(cgi.cgi.interpreters) == {".py", ".php"}
     assert all(os.access(program, os.X_OK) for program in cgi.cgi.interpreters.values())
@@ -91,7 +92,7 @@ def test_unknown_keys_and_wrong_types_name_their_path(base: Path) -> None:
         "4:21: limits.bodies: unknown key (did you mean body?)",
         "5:16: server_tokens: expected true or false, got the string 'yes'",
         "8:44: routes[0].static.autoindx: unknown key (did you mean autoindex?)",
-        "9:5: routes[1]: a route needs exactly one handler: static or cgi",
+        "9:5: routes[1]: a route needs exactly one handler: static, cgi or fastcgi",
         "9:13: routes[1].prefix: must be a path starting with '/', got 'nope'",
     ]
 
@@ -286,6 +287,7 @@ def test_bad_listen_addresses(text: object, reason: str) -> None:
 BOTH_HANDLERS = """\
 routes:
   - {prefix: /cgi-bin/, cgi: {root: cgi-bin}}
+  - {prefix: /php/, fastcgi: {connect: "unix:/run/php/php8.2-fpm.sock", root: www}}
   - {prefix: /, static: {root: www}}
 """
 
