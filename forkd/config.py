@@ -152,6 +152,15 @@ class FastCgiConfig:
     min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
 
 
+# Params forkd sets itself (with HTTP_*, REDIRECT_*, SSL_*): `params` cannot override them.
+FASTCGI_REQUEST_PARAMS = frozenset({
+    "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "DOCUMENT_ROOT", "DOCUMENT_URI",
+    "GATEWAY_INTERFACE", "HTTPS", "PATH_INFO", "PATH_TRANSLATED", "QUERY_STRING", "REMOTE_ADDR",
+    "REMOTE_HOST", "REMOTE_PORT", "REQUEST_METHOD", "REQUEST_SCHEME", "REQUEST_URI", "SCRIPT_FILENAME",
+    "SCRIPT_NAME", "SERVER_ADDR", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE",
+})
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
@@ -556,6 +565,9 @@ class _Builder:
         return tuple(names)
 
     def _check_FastCgiConfig(self, values: dict[str, Any], path: str) -> None:
+        for name in values.get("params") or {}:
+            if name in FASTCGI_REQUEST_PARAMS or name.startswith(("HTTP_", "REDIRECT_", "SSL_")):
+                self.fail(f"{path}.params.{name}", "is set by forkd for every request")
         controller, root = values.get("front_controller"), values.get("root")
         if not isinstance(controller, str) or not isinstance(root, Path):
             return

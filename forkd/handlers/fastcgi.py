@@ -188,9 +188,8 @@ class FastCgiExchange:
     def start(self, reply: Reply, now: float) -> None:
         handler = self.handler
         self.reply = reply
-        params = handler.params.of(self.request, self.script)
         self.pending += fcgi.begin_request(REQUEST_ID)
-        self.pending += fcgi.params(REQUEST_ID, params.items())
+        self.pending += handler.params.record(REQUEST_ID, self.request, self.script)
         if self.body is None:
             self._end_input()
         try:

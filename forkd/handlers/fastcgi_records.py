@@ -98,15 +98,20 @@ def abort_request(request_id: int) -> bytes:
     return record(ABORT_REQUEST, request_id)
 
 
+_SHORT = [bytes((length,)) for length in range(128)]
+
+
 def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """Name-value pairs (spec §3.4), concatenated."""
-    out = bytearray()
+    short = _SHORT
+    parts = []
     for name, value in pairs:
-        out += _length(len(name))
-        out += _length(len(value))
-        out += name
-        out += value
-    return bytes(out)
+        name_length, value_length = len(name), len(value)
+        parts.append(short[name_length] if name_length < 128 else _length(name_length))
+        parts.append(short[value_length] if value_length < 128 else _length(value_length))
+        parts.append(name)
+        parts.append(value)
+    return b"".join(parts)
 
 
 def _length(length: int) -> bytes:
@@ -142,9 +147,10 @@ def _read_length(data: bytes, position: int) -> tuple[int, int]:
     return struct.unpack_from(">I", data, position)[0] & ~LONG_LENGTH, position + 4
 
 
-def params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """The whole PARAMS stream of a request, ended."""
-    return stream(PARAMS, request_id, encode_pairs(pairs)) + end_of_stream(PARAMS, request_id)
+def params(request_id: int, pairs: Iterable[tuple[bytes, bytes]], encoded: bytes = b"") -> bytes:
+    """The whole PARAMS stream of a request, ended; `encoded`: pairs encoded beforehand, first."""
+    return (stream(PARAMS, request_id, encoded + encode_pairs(pairs))
+            + end_of_stream(PARAMS, request_id))
 
 
 def end_request_status(content: bytes) -> tuple[int, int]:

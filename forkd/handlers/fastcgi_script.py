@@ -34,13 +34,16 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
 
 from forkd.config import FastCgiConfig
 from forkd.handlers.cgi_env import Script, ServerFacts, build_environ, fixed_environment
+from forkd.handlers.fastcgi_records import encode_pairs
+from forkd.handlers.fastcgi_records import params as params_stream
 from forkd.handlers.paths import hidden, inside, normalize, strip_prefix
 from forkd.http.errors import BadRequest, Forbidden, NotFound
 from forkd.http.request import Request
+
+PATH_CACHE = 4096  # decoded request paths remembered per route (the file system is asked each time)
 
 
 class Static:
@@ -59,18 +62,16 @@ class Selector:
         self.extensions = frozenset(extension.lower() for extension in settings.extensions)
         self.index = tuple(name for name in settings.index if self.is_script_name(name))
         self.front_controller = settings.front_controller
+        self._paths: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # raw path -> _parts()
 
     def is_script_name(self, name: str) -> bool:
         return os.path.splitext(name)[1].lower() in self.extensions
 
     def select(self, raw_path: str) -> Script | Static:
-        url_path = normalize(raw_path)
-        if "\r" in url_path or "\n" in url_path:
-            raise BadRequest("CR or LF in the decoded path")
-        rest = strip_prefix(url_path, self.prefix)
-        if hidden(rest):
-            raise NotFound("dotfiles are never run nor served")
-        segments = [segment for segment in rest.split("/") if segment]
+        parts = self._paths.get(raw_path)
+        if parts is None:
+            parts = self._parts(raw_path)
+        url_path, rest, segments = parts
         current = self.root_real.rstrip("/")
         followed_link = False
         for position, segment in enumerate(segments):
@@ -102,6 +103,20 @@ class Selector:
                 return self._script(filename, rest.rstrip("/") + "/" + name, "")
         return STATIC
 
+    def _parts(self, raw_path: str) -> tuple[str, str, tuple[str, ...]]:
+        """The decoded path, the part below the prefix and its segments (remembered, bounded)."""
+        url_path = normalize(raw_path)
+        if "\r" in url_path or "\n" in url_path:
+            raise BadRequest("CR or LF in the decoded path")
+        rest = strip_prefix(url_path, self.prefix)
+        if hidden(rest):
+            raise NotFound("dotfiles are never run nor served")
+        parts = (url_path, rest, tuple(segment for segment in rest.split("/") if segment))
+        if len(self._paths) >= PATH_CACHE:
+            self._paths.clear()
+        self._paths[raw_path] = parts
+        return parts
+
     def _script(self, filename: str, script_part: str, path_info: str) -> Script:
         return Script(filename=filename, name=self.prefix.rstrip("/") + script_part,
                       path_info=path_info, argv=())
@@ -128,20 +143,31 @@ def _mode(path: str) -> tuple[int | None, bool]:
 
 
 class Params:
-    """The FastCGI params of a request (see the module docstring); built once per worker."""
+    """The FastCGI params of a request (see the module docstring); built once per worker.
+
+    The params that are the same for every request (the operator's `params`, which forkd.config
+    keeps clear of the request's names, and GATEWAY_INTERFACE, SERVER_SOFTWARE, DOCUMENT_ROOT,
+    REDIRECT_STATUS) are encoded once; each request adds its own.
+    """
 
     def __init__(self, settings: FastCgiConfig, software: str, root_real: str) -> None:
         self.facts = ServerFacts(software=software, document_root=root_real,
                                  underscore_headers=False)
         operator = {name.encode(): str(value).encode() for name, value in settings.params.items()}
         self.fixed = fixed_environment(operator, self.facts)
+        self.fixed_encoded = encode_pairs(self.fixed.items())
         self.pass_authorization = settings.pass_authorization
 
-    def of(self, request: Request, script: Script) -> Mapping[bytes, bytes]:
+    def of(self, request: Request, script: Script) -> dict[bytes, bytes]:
+        """The request's own params (without the fixed ones)."""
         root = self.facts.document_root.rstrip("/")
         translated = root + script.path_info if script.path_info else None
-        params = build_environ(request, script, self.fixed, self.facts, translated)
+        params = build_environ(request, script, {}, self.facts, translated)
         params[b"DOCUMENT_URI"] = os.fsencode(script.name + script.path_info)
         if not self.pass_authorization:
             params.pop(b"HTTP_AUTHORIZATION", None)
         return params
+
+    def record(self, request_id: int, request: Request, script: Script) -> bytes:
+        """The whole PARAMS stream of a request: the fixed params, then the request's."""
+        return params_stream(request_id, self.of(request, script).items(), self.fixed_encoded)

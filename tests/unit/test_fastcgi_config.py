@@ -66,5 +66,9 @@ def test_problems_name_their_key(tmp_path: Path) -> None:
     (tmp_path / "www" / "index.html").write_text("static\n")
     assert "not one of fastcgi.extensions" in problems(
         tmp_path, '{connect: "unix:/x", root: www, front_controller: /index.html}')[0]
+    assert problems(tmp_path, '{connect: "unix:/x", root: www, params: {SCRIPT_FILENAME: /x}}') == [
+        "routes[0].fastcgi.params.SCRIPT_FILENAME: is set by forkd for every request"]
+    assert "HTTP_HOST: is set by forkd" in problems(
+        tmp_path, '{connect: "unix:/x", root: www, params: {HTTP_HOST: x}}')[0]
     assert "port 0" in problems(tmp_path, '{connect: "127.0.0.1:0", root: www}')[0]
     assert "e.g." in problems(tmp_path, '{connect: "nonsense", root: www}')[0]
