@@ -201,10 +201,10 @@ def report(data: dict[str, Any]) -> str:
     lines = [
         "# PHP: forkd's fastcgi route and nginx + php-fpm",
         "",
-        f"Run {data['date']} on {data['cpus']} cores; {data['wrk']}; php-fpm {data['php_fpm']} "
-        f"(pm static, 4 children, unix socket, shared by both servers). wrk -t2 -c50, "
-        f"{data['seconds']:g} s per run, median of {data['repeats']} interleaved repeats. "
-        "Quick run; wrk, the servers and php-fpm share the cores: relative figures.",
+        (f"Run {data['date']} on {data['cpus']} cores; {data['wrk']}; php-fpm {data['php_fpm']} "
+         f"(pm static, 4 children, unix socket, shared by both servers). wrk -t2 -c50, "
+         f"{data['seconds']:g} s per run, median of {data['repeats']} interleaved repeats. "
+         "Quick run; wrk, the servers and php-fpm share the cores: relative figures."),
         "",
         "| hello.php through | requests/s | p50 ms | p99 ms | non-2xx | socket errors |",
         "|---|---:|---:|---:|---:|---:|",
@@ -215,20 +215,20 @@ def report(data: dict[str, Any]) -> str:
                      f"{row['p99_us'] / 1000:.1f} | {row['status']:.0f} | {errors:.0f} |")
     lines += [
         "",
-        f"forkd fastcgi ÷ nginx + php-fpm: **{fkd['rps'] / ngx['rps']:.2f}**; "
-        f"forkd fastcgi ÷ forkd php-cgi: **{fkd['rps'] / max(cgi['rps'], 1):.1f}**.",
+        (f"forkd fastcgi ÷ nginx + php-fpm: **{fkd['rps'] / ngx['rps']:.2f}**; "
+         f"forkd fastcgi ÷ forkd php-cgi: **{fkd['rps'] / max(cgi['rps'], 1):.1f}**."),
         "",
     ]
     isolation = data["isolation"]
     static, sleep = isolation["static"], isolation["sleep"]
     lines += [
-        "One forkd worker, 4 clients on a `sleep(1)` page, wrk -c10 on a static 1 KiB file "
-        "meanwhile:",
+        ("One forkd worker, 4 clients on a `sleep(1)` page, wrk -c10 on a static 1 KiB file "
+         "meanwhile:"),
         "",
-        f"- static: {static['rps']:,.0f} requests/s, p50 {static['p50_us'] / 1000:.1f} ms, "
-        f"p99 **{static['p99_us'] / 1000:.1f} ms**, max {static['max_us'] / 1000:.1f} ms",
-        f"- sleep.php: {sleep.get('requests', 0):,.0f} answers, "
-        f"p50 {sleep.get('p50_us', 0) / 1000:.0f} ms",
+        (f"- static: {static['rps']:,.0f} requests/s, p50 {static['p50_us'] / 1000:.1f} ms, "
+         f"p99 **{static['p99_us'] / 1000:.1f} ms**, max {static['max_us'] / 1000:.1f} ms"),
+        (f"- sleep.php: {sleep.get('requests', 0):,.0f} answers, "
+         f"p50 {sleep.get('p50_us', 0) / 1000:.0f} ms"),
         "",
     ]
     return "\n".join(lines)
