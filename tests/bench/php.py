@@ -179,6 +179,7 @@ def sleeping_beside_static(work: Path, docroot: Path, socket: Path, wrk: Wrk,
     """One forkd worker: 4 clients on sleep.php while wrk -c10 times the static 1 KiB file."""
     server = forkd(work, docroot, socket, 1, "forkd-1-worker").start()
     try:
+        alone = wrk.run(f"http://127.0.0.1:{server.port}/1k.txt", seconds, 10)
         sleepers: list[WrkResult] = []
         thread = threading.Thread(target=lambda: sleepers.append(wrk.run(
             f"http://127.0.0.1:{server.port}/sleep.php", seconds + 2, 4)))
@@ -188,7 +189,8 @@ def sleeping_beside_static(work: Path, docroot: Path, socket: Path, wrk: Wrk,
         thread.join()
     finally:
         server.stop()
-    return {"static": static.as_dict(), "sleep": sleepers[0].as_dict() if sleepers else {}}
+    return {"alone": alone.as_dict(), "static": static.as_dict(),
+            "sleep": sleepers[0].as_dict() if sleepers else {}}
 
 
 def _median(results: list[dict[str, float]]) -> dict[str, float]:
@@ -220,13 +222,15 @@ def report(data: dict[str, Any]) -> str:
         "",
     ]
     isolation = data["isolation"]
-    static, sleep = isolation["static"], isolation["sleep"]
+    alone, static, sleep = isolation["alone"], isolation["static"], isolation["sleep"]
     lines += [
         ("One forkd worker, 4 clients on a `sleep(1)` page, wrk -c10 on a static 1 KiB file "
          "meanwhile:"),
         "",
         (f"- static: {static['rps']:,.0f} requests/s, p50 {static['p50_us'] / 1000:.1f} ms, "
          f"p99 **{static['p99_us'] / 1000:.1f} ms**, max {static['max_us'] / 1000:.1f} ms"),
+        (f"- the same without the sleepers: p50 {alone['p50_us'] / 1000:.1f} ms, "
+         f"p99 {alone['p99_us'] / 1000:.1f} ms"),
         (f"- sleep.php: {sleep.get('requests', 0):,.0f} answers, "
          f"p50 {sleep.get('p50_us', 0) / 1000:.0f} ms"),
         "",

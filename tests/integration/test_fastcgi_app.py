@@ -9,12 +9,15 @@ README): the same mechanisms, without a database server.
 from __future__ import annotations
 
 import http.client
+import json
 import shutil
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.support.daemon import ROOT, Daemon
 from tests.support.php_fpm import PhpFpm
@@ -126,6 +129,40 @@ def test_the_demo_sites_php_page(tmp_path: Path) -> None:
         assert status == 200 and b"Hello, Ada!" in body and b"/php/any/pretty/path" in body
         assert daemon.get("/php/style.css")[0] == 200
         assert b'href="/php/"' in daemon.get("/")[2]
+    finally:
+        daemon.stop()
+        fpm.stop()
+
+
+def test_https_is_on_over_tls(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "site.pem", tmp_path / "site.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    fpm = PhpFpm(tmp_path / "fpm", children=1).start()
+    (tmp_path / "forkd").mkdir()
+    daemon = Daemon(tmp_path / "forkd", {
+        "listen": [{"address": "127.0.0.1:0", "tls": True}, "127.0.0.1:0"],
+        "tls": {"certificates": [{"cert": str(cert), "key": str(key)}]},
+        "routes": [{"prefix": "/", "fastcgi": {"connect": fpm.connect,
+                                               "root": str(ROOT / "tests" / "fastcgi" / "app")}}]})
+    try:
+        daemon.start()
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        conn = http.client.HTTPSConnection("127.0.0.1", daemon.port, context=context, timeout=10)
+        conn.request("GET", "/env.php")
+        env = json.loads(conn.getresponse().read())["server"]
+        conn.close()
+        assert env["HTTPS"] == "on" and env["REQUEST_SCHEME"] == "https"
+        assert env["SSL_PROTOCOL"].startswith("TLSv1.")
+        plain_port = int(daemon.addresses[1].rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", plain_port, timeout=10)
+        conn.request("GET", "/env.php")
+        env = json.loads(conn.getresponse().read())["server"]
+        conn.close()
+        assert "HTTPS" not in env and env["REQUEST_SCHEME"] == "http"
     finally:
         daemon.stop()
         fpm.stop()
