@@ -27,10 +27,10 @@ many requests of a worker are simply many sockets):
     filling the worker's memory. `flush()` in PHP reaches the client as it happens.
   - silence: `timeout` bounds every wait for php-fpm (the connect, the header block, each piece of
     output); past it the answer is 504, or a cut response once it has started.
-  - the end, however it comes (answered, client gone, timed out): `close` closes the socket, which
-    is how php-fpm learns that nobody waits for the script any more (php-fpm ignores
-    FCGI_ABORT_REQUEST; a closed connection makes the script's next output fail and, unless it asks
-    for ignore_user_abort, stop).
+  - the end, however it comes (answered, client gone, timed out): `close` closes the socket. That
+    is the abort: a php-fpm child reads its connection only when the script asks for input, so an
+    FCGI_ABORT_REQUEST record would wait unread, while a closed connection makes the script's next
+    output fail, and PHP then stops it (unless the script asked for ignore_user_abort).
 
 The socket is registered EPOLLONESHOT and re-armed with what the exchange wants next (input while
 it reads, output while it has something to write): a peer that hung up is then reported once, not
