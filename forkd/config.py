@@ -185,6 +185,29 @@ class AuthBasicConfig:
 ROUTE_OPTIONS = ("prefix", "access", "auth_basic")  # Route fields that are not handler keys
 
 
+# -- fastcgi (issue 17): PHP through php-fpm -------------------------------------------------------
+@dataclass(frozen=True)
+class FastCgiConfig:
+    connect: str  # "unix:/run/php/php8.2-fpm.sock" or "127.0.0.1:9000" (php-fpm's listen)
+    root: Path = field(metadata=DIR)  # the scripts and the route's static files, as php-fpm sees them
+    index: tuple[str, ...] = ("index.php", "index.html")  # in a directory: scripts run, others served
+    extensions: tuple[str, ...] = (".php",)  # only files with these run (compared case-insensitively)
+    front_controller: str | None = None  # "/index.php": runs for paths that match no file
+    params: Mapping[str, str] = field(default_factory=dict)  # extra params (the request's always win)
+    timeout: float = 60.0  # seconds php-fpm may stay silent (connect, header block, each output)
+    pass_authorization: bool = False  # pass the Authorization header as HTTP_AUTHORIZATION
+    min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
+
+
+# Params forkd sets itself (with HTTP_*, REDIRECT_*, SSL_*): `params` cannot override them.
+FASTCGI_REQUEST_PARAMS = frozenset({
+    "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "DOCUMENT_ROOT", "DOCUMENT_URI",
+    "GATEWAY_INTERFACE", "HTTPS", "PATH_INFO", "PATH_TRANSLATED", "QUERY_STRING", "REMOTE_ADDR",
+    "REMOTE_HOST", "REMOTE_PORT", "REQUEST_METHOD", "REQUEST_SCHEME", "REQUEST_URI", "SCRIPT_FILENAME",
+    "SCRIPT_NAME", "SERVER_ADDR", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE",
+})
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
@@ -192,6 +215,7 @@ class Route:
     cgi: CgiConfig | None = None
     wsgi: WsgiConfig | None = None  # issue 13
     redirect: RedirectConfig | None = None
+    fastcgi: FastCgiConfig | None = None  # issue 17
     access: AccessConfig | None = None  # options any route may carry (issue 12)
     auth_basic: AuthBasicConfig | None = None
 
@@ -590,6 +614,53 @@ class _Builder:
             if exe is not None:
                 out[ext] = str(exe)
         return types.MappingProxyType(out)
+
+    # -- fastcgi (issue 17) --
+    def _field_FastCgiConfig_connect(self, data: Any, path: str) -> str:
+        address = parse_listen(data) if isinstance(data, str) else "expected a string"
+        if isinstance(address, str):
+            self.fail(path, f'{address} (e.g. "unix:/run/php/php8.2-fpm.sock" or "127.0.0.1:9000")')
+            return ""
+        if address.family == "unix":
+            return f"unix:{self.base / address.path}"
+        try:  # a name would need a lookup, which would block a worker: addresses only
+            ipaddress.ip_address(address.host)
+        except ValueError:
+            self.fail(path, f"expected an IP address, not a name: {address.host!r}")
+        if address.port == 0:
+            self.fail(path, "port 0 cannot be connected to")
+        return str(address)
+
+    def _field_FastCgiConfig_extensions(self, data: Any, path: str) -> tuple[str, ...]:
+        names = self.value(tuple[str, ...], data, path, {})
+        for i, name in enumerate(names):
+            if not name.startswith(".") or len(name) < 2 or "/" in name:
+                self.fail(f"{path}[{i}]", f"an extension starts with '.', got {name!r}")
+        if not names:
+            self.fail(path, "at least one extension is required")
+        return tuple(name.lower() for name in names)
+
+    def _field_FastCgiConfig_index(self, data: Any, path: str) -> tuple[str, ...]:
+        names = self.value(tuple[str, ...], data, path, {})
+        for i, name in enumerate(names):
+            if name in ("", ".", "..") or "/" in name:
+                self.fail(f"{path}[{i}]", f"an index is a file name without '/', got {name!r}")
+        return tuple(names)
+
+    def _check_FastCgiConfig(self, values: dict[str, Any], path: str) -> None:
+        for name in values.get("params") or {}:
+            if name in FASTCGI_REQUEST_PARAMS or name.startswith(("HTTP_", "REDIRECT_", "SSL_")):
+                self.fail(f"{path}.params.{name}", "is set by forkd for every request")
+        controller, root = values.get("front_controller"), values.get("root")
+        if not isinstance(controller, str) or not isinstance(root, Path):
+            return
+        where = f"{path}.front_controller"
+        if not controller.startswith("/") or "/." in controller or controller.endswith("/"):
+            self.fail(where, f"must be a path under root starting with '/', got {controller!r}")
+        elif not (root / controller.lstrip("/")).is_file():
+            self.fail(where, f"no such file: {root / controller.lstrip('/')}")
+        elif os.path.splitext(controller)[1].lower() not in values.get("extensions", (".php",)):
+            self.fail(where, "its extension is not one of fastcgi.extensions")
 
     def _field_Config_access_log(self, data: Any, path: str) -> str | None:
         return self.log_target(data, path)

@@ -18,6 +18,7 @@ HANDLER_TYPES: dict[str, str] = {
     "cgi": "forkd.handlers.cgi:CgiHandler",
     "wsgi": "forkd.handlers.wsgi:WsgiHandler",
     "redirect": "forkd.handlers.redirect:RedirectHandler",
+    "fastcgi": "forkd.handlers.fastcgi:FastCgiHandler",
 }
 
 

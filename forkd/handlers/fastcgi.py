@@ -1,0 +1,517 @@
+"""The FastCGI route: PHP (or any FastCGI responder) through php-fpm, from the worker's loop.
+
+Per request: `prepare` selects the script or the file before the body is read
+(forkd.handlers.fastcgi_script: no regular expression, no guessing); a file of the route that is
+not a script is answered by the route's own StaticHandler (conditional requests, ranges, sendfile),
+so one route does what `try_files $uri $uri/ /index.php` does elsewhere. A script gets a
+FastCgiExchange, which the connection starts once the request body is complete.
+
+The exchange is a FastCGI client living in the worker's reactor (one connection per request: the
+BEGIN_REQUEST asks php-fpm to close it when done, so no connection is ever shared or reused and
+many requests of a worker are simply many sockets):
+
+  - connect, non-blocking. A unix socket whose backlog is full answers EAGAIN at once: php-fpm is
+    busy, not broken, so the client gets 503 with Retry-After (and the next request tries again).
+    Refused or missing (php-fpm down): 502 at once. A TCP connect in progress waits for EPOLLOUT.
+  - out: BEGIN_REQUEST, the PARAMS stream, then the request body as STDIN records, written as the
+    socket takes them (a big upload never sits in memory twice).
+  - in: records (forkd.handlers.fastcgi_records). STDERR lines go to the error log, escaped
+    (forkd.logs.escape), prefixed with the script; never into the response. STDOUT is a CGI
+    response (RFC 3875 §6), parsed by forkd.handlers.cgi_output as for CGI: Status, Location (local
+    redirects served internally), several Set-Cookie kept. END_REQUEST ends the output; an empty
+    STDOUT record ends nothing by itself. An OVERLOADED protocol status is a 503, any other
+    failure to speak FastCGI a 502.
+  - the body: gathered for WHOLE_BODY_WAIT and sent whole when it ends that soon, else streamed.
+    While it streams the exchange is the response's BodySource: the socket is read only when the
+    client can take more, so a slow client slows php-fpm down (its socket buffer fills) instead of
+    filling the worker's memory. `flush()` in PHP reaches the client as it happens.
+  - silence: `timeout` bounds every wait for php-fpm (the connect, the header block, each piece of
+    output); past it the answer is 504, or a cut response once it has started.
+  - the end, however it comes (answered, client gone, timed out): `close` closes the socket. That
+    is the abort: a php-fpm child reads its connection only when the script asks for input, so an
+    FCGI_ABORT_REQUEST record would wait unread, while a closed connection makes the script's next
+    output fail, and PHP then stops it (unless the script asked for ignore_user_abort).
+
+The socket is registered EPOLLONESHOT and re-armed with what the exchange wants next (input while
+it reads, output while it has something to write): a peer that hung up is then reported once, not
+in a loop, while the exchange waits for the client to take the body.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+
+from forkd import SERVER_SOFTWARE
+from forkd.config import FastCgiConfig, StaticConfig, parse_listen
+from forkd.handlers import fastcgi_records as fcgi
+from forkd.handlers.base import HandlerContext, InternalRedirect, Reply
+from forkd.handlers.cgi import WHOLE_BODY_LIMIT, WHOLE_BODY_WAIT
+from forkd.handlers.cgi_env import Script
+from forkd.handlers.cgi_output import (
+    MAX_HEADER_BYTES,
+    Document,
+    LocalRedirect,
+    MalformedOutput,
+    classify,
+    find_end,
+    line_start,
+    parse,
+)
+from forkd.handlers.cgi_process import CHUNK, StderrLines
+from forkd.handlers.fastcgi_script import STATIC, Params, Selector
+from forkd.handlers.static import StaticHandler
+from forkd.http.errors import BadGateway, GatewayTimeout, HTTPError, ServiceUnavailable
+from forkd.http.request import Request
+from forkd.http.response import Response
+from forkd.logs import escape
+from forkd.reactor import EPOLLIN, EPOLLONESHOT, EPOLLOUT, Timer
+
+BUSY = [("Retry-After", "1")]
+REQUEST_ID = 1  # one request per connection
+# Phases of an exchange: connecting, reading the header block, gathering a short body, streaming
+# the body, answered.
+CONNECTING, HEADER, GATHER, STREAM, ANSWERED = range(5)
+# connect() errors that mean "busy, try again soon" rather than "broken": a full unix backlog, no
+# descriptors or memory left here.
+BUSY_ERRNOS = frozenset({errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+DISARMED = EPOLLONESHOT  # registered, reporting nothing (until re-armed)
+
+
+class FastCgiBusy(ServiceUnavailable):
+    """php-fpm's listen queue is full, or it said it is overloaded."""
+
+
+class FastCgiFailed(BadGateway):
+    """php-fpm could not be reached, or broke the protocol."""
+
+
+class FastCgiTimeout(GatewayTimeout):
+    """php-fpm stayed silent longer than fastcgi.timeout."""
+
+
+class FastCgiHandler:
+    """The scripts and files of one fastcgi route; built once per worker."""
+
+    reads_body = True
+
+    def __init__(self, prefix: str, settings: FastCgiConfig, context: HandlerContext) -> None:
+        config = context.config
+        self.prefix = prefix
+        self.settings = settings
+        self.log = context.log
+        self.reactor = context.reactor
+        self.selector = Selector(prefix, settings)
+        software = SERVER_SOFTWARE if config.server_tokens else "forkd"
+        self.params = Params(settings, software, self.selector.root_real)
+        # The route's other files, served as a static route of the same root would serve them;
+        # index names that are not scripts (index.html) are the static handler's.
+        static_index = tuple(name for name in settings.index
+                             if not self.selector.is_script_name(name))
+        self.static = StaticHandler(prefix, StaticConfig(root=settings.root, index=static_index),
+                                    context)
+        address = parse_listen(settings.connect)
+        assert not isinstance(address, str)  # validated by forkd.config
+        self.family = socket.AF_UNIX
+        self.address: str | tuple[str, int] = address.path
+        if address.family != "unix":
+            self.family = socket.AF_INET6 if address.family == "inet6" else socket.AF_INET
+            self.address = (address.host, address.port)
+        self.logged = 0.0  # when a connect failure was last logged (one line a second)
+
+    # -- the Handler protocol --------------------------------------------------------------------
+    def prepare(self, request: Request) -> None:
+        target = self.selector.select(request.path)
+        request.prepared = target
+        if target is STATIC:
+            self.static.prepare(request)
+
+    def handle(self, request: Request) -> Response | FastCgiExchange:
+        target = request.prepared
+        if target is None or request.body is not None:
+            # An internal redirect skipped prepare; an upload took time, and the path checked
+            # when the head arrived may have changed meanwhile: what runs is what is checked now.
+            target = self.selector.select(request.path)
+        if isinstance(target, Script):
+            return FastCgiExchange(self, request, target)
+        return self.static.handle(request)
+
+    # -- helpers for exchanges -------------------------------------------------------------------
+    def connect_failed(self, code: int, label: str) -> HTTPError:
+        """The error for a failed connect(), logged at most once a second."""
+        reason = os.strerror(code)
+        busy = code in BUSY_ERRNOS
+        now = time.monotonic()
+        if now - self.logged >= 1.0:
+            self.logged = now
+            what = "busy (listen queue full)" if code == errno.EAGAIN else reason
+            message = f"fastcgi {self.settings.connect}: {what}, answering {503 if busy else 502}"
+            if busy:
+                self.log.warning(message)
+            else:
+                self.log.error(message)
+        if busy:
+            return FastCgiBusy(reason, BUSY)
+        return FastCgiFailed(f"cannot connect to {self.settings.connect}")
+
+
+class FastCgiExchange:
+    """One script run through php-fpm for one request; see the module docstring."""
+
+    def __init__(self, handler: FastCgiHandler, request: Request, script: Script) -> None:
+        self.handler = handler
+        self.request = request
+        self.script = script
+        self.label = escape(os.fsencode(script.filename))
+        self.timeout = handler.settings.timeout
+        self.phase = CONNECTING
+        self.reply: Reply | None = None
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.armed = 0
+        self.pending = bytearray()  # records not yet written
+        self.body = request.body
+        self.input_done = False  # the STDIN stream is ended (or php-fpm stopped reading it)
+        self.reader = fcgi.RecordReader()
+        self.output = bytearray()  # the header block so far, then body bytes not yet taken
+        self.outcome: Document | None = None
+        self.output_done = False  # END_REQUEST received
+        self.waiting = False  # the connection waits for body bytes (streaming)
+        self.broken = False  # the connection to php-fpm ended without END_REQUEST mid-stream
+        self.timer: Timer | None = None
+        self.closed = False
+        self.errors = StderrLines(self._log_stderr)
+
+    # -- start -----------------------------------------------------------------------------------
+    def start(self, reply: Reply, now: float) -> None:
+        handler = self.handler
+        self.reply = reply
+        self.pending += fcgi.begin_request(REQUEST_ID)
+        self.pending += handler.params.record(REQUEST_ID, self.request, self.script)
+        if self.body is None:
+            self._end_input()
+        try:
+            sock = socket.socket(handler.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            self.closed = True
+            raise handler.connect_failed(exc.errno or errno.EMFILE, self.label) from None
+        code = sock.connect_ex(handler.address)
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.closed = True
+            raise handler.connect_failed(code, self.label)
+        self.sock, self.fd = sock, sock.fileno()
+        reply.set_deadline(now + self.timeout)
+        if code == 0:
+            self.phase = HEADER
+            self._send(now)
+        self.armed = self._wanted()
+        handler.reactor.watch(self.fd, self.armed, self)
+
+    # -- events ----------------------------------------------------------------------------------
+    def on_event(self, fd: int, mask: int, now: float) -> None:
+        self.armed = DISARMED  # one-shot: this report disarmed the registration
+        if self.closed:
+            return
+        if self.phase == CONNECTING:
+            assert self.sock is not None
+            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self._fail(self.handler.connect_failed(code, self.label), now)
+                return
+            self.phase = HEADER
+        if self.pending or not self.input_done:
+            self._send(now)
+        if self.closed:
+            return
+        if self.phase == STREAM:
+            if self.waiting and mask & ~EPOLLOUT:
+                self.waiting = False
+                assert self.reply is not None
+                self.reply.resume(now)  # the connection calls read()
+        elif self.phase in (HEADER, GATHER):
+            self._receive(now)
+        self._arm()
+
+    def on_timeout(self, now: float) -> None:
+        what = "response cut" if self.phase == STREAM else "answering 504"
+        self.handler.log.error(f"fastcgi {self.label}: php-fpm silent for {self.timeout:g}s, {what}")
+        self._fail(FastCgiTimeout(f"no answer within {self.timeout:g}s"), now)
+
+    def _wanted(self) -> int:
+        mask = EPOLLONESHOT
+        if self.phase == CONNECTING or self.pending or not self.input_done:
+            mask |= EPOLLOUT
+        if self.phase in (HEADER, GATHER) or self.waiting:
+            mask |= EPOLLIN
+        return mask
+
+    def _arm(self) -> None:
+        if self.closed or self.sock is None:
+            return
+        mask = self._wanted()
+        if mask != self.armed:
+            self.armed = mask
+            self.handler.reactor.modify(self.fd, mask)
+
+    # -- out: params and the request body ---------------------------------------------------------
+    def _send(self, now: float) -> None:
+        """Write what the socket takes: the queued records, then the body as STDIN records."""
+        sock = self.sock
+        assert sock is not None
+        progress = False
+        while True:
+            if not self.pending:
+                if self.input_done:
+                    break
+                self._next_input()
+                continue
+            try:
+                sent = sock.send(self.pending)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # php-fpm stopped reading (the script ended): the rest is not needed
+                self.pending.clear()
+                self.input_done = True
+                break
+            del self.pending[:sent]
+            progress = True
+        if progress and self.phase == HEADER and self.body is not None:
+            assert self.reply is not None
+            self.reply.set_deadline(now + self.timeout)  # taking an upload is work, not silence
+
+    def _next_input(self) -> None:
+        assert self.body is not None
+        data = self.body.read(fcgi.WRITE_CONTENT * 4)
+        if data:
+            self.pending += fcgi.stream(fcgi.STDIN, REQUEST_ID, data)
+        else:
+            self._end_input()
+
+    def _end_input(self) -> None:
+        self.pending += fcgi.end_of_stream(fcgi.STDIN, REQUEST_ID)
+        self.input_done = True
+
+    # -- in: records before the body streams ---------------------------------------------------
+    def _receive(self, now: float) -> None:
+        while not self.closed and self.phase in (HEADER, GATHER):
+            data = self._recv()
+            if data is None:
+                return
+            if not data:
+                self._connection_ended(now)
+                return
+            if self.phase == HEADER:
+                assert self.reply is not None
+                self.reply.set_deadline(now + self.timeout)
+            if not self._records(data, now):
+                return
+            if self.phase == GATHER and len(self.output) > WHOLE_BODY_LIMIT:
+                self._stream(now)  # after the whole batch: its records keep their order
+
+    def _recv(self) -> bytes | None:
+        """Bytes from php-fpm, b"" at its end (a reset counts as one), None when none are ready."""
+        assert self.sock is not None
+        try:
+            return self.sock.recv(CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return b""
+
+    def _records(self, data: bytes, now: float) -> bool:
+        """Act on the records completed by `data`; False when the exchange ended meanwhile."""
+        try:
+            records = self.reader.feed(data)
+        except fcgi.ProtocolError as exc:
+            self._broken_protocol(str(exc), now)
+            return False
+        for record in records:
+            if record.request_id != REQUEST_ID:
+                continue  # management records (id 0) are answers to questions never asked
+            kind = record.type
+            if kind == fcgi.STDOUT:
+                if record.content:  # an empty STDOUT record ends the stream, not the request
+                    self._stdout(record.content, now)
+            elif kind == fcgi.STDERR:
+                self.errors.feed(record.content)
+            elif kind == fcgi.END_REQUEST:
+                self._end_request(record.content, now)
+            if self.closed:
+                return False
+        return True
+
+    def _stdout(self, data: bytes, now: float) -> None:
+        if self.phase == HEADER:
+            self._header_bytes(data, now)
+        else:
+            self.output += data
+
+    def _header_bytes(self, data: bytes, now: float) -> None:
+        buffer = self.output
+        resume = line_start(buffer, len(buffer))
+        buffer += data
+        end = find_end(buffer, resume)
+        if end is None:
+            if len(buffer) > MAX_HEADER_BYTES:
+                self._malformed(f"no end of the header block in {MAX_HEADER_BYTES} bytes", now)
+            return
+        head = bytes(buffer[: end[0]])
+        del buffer[: end[1]]
+        try:
+            outcome = classify(parse(head))
+        except MalformedOutput as exc:
+            self._malformed(f"malformed header block: {exc.detail}", now)
+            return
+        if isinstance(outcome, LocalRedirect):
+            reply = self.reply
+            assert reply is not None
+            extra = {"REDIRECT_STATUS": "200", "REDIRECT_URL": self.request.path}
+            self.close()
+            reply.redirect(InternalRedirect(outcome.target, extra), now)
+            return
+        self.outcome = outcome
+        self.phase = GATHER
+        self.timer = self.handler.reactor.call_at(now + WHOLE_BODY_WAIT, self._stream)
+
+    def _end_request(self, content: bytes, now: float) -> None:
+        try:
+            _app_status, protocol_status = fcgi.end_request_status(content)
+        except fcgi.ProtocolError as exc:
+            self._broken_protocol(str(exc), now)
+            return
+        self.output_done = True
+        if protocol_status == fcgi.REQUEST_COMPLETE:
+            if self.phase in (HEADER, GATHER):
+                self._output_ended(now)
+            return
+        if self.phase in (HEADER, GATHER):
+            if protocol_status == fcgi.OVERLOADED:
+                self.handler.log.warning(f"fastcgi {self.label}: php-fpm is overloaded")
+                self._fail(FastCgiBusy("php-fpm is overloaded", BUSY), now)
+            else:
+                self._broken_protocol(f"request refused (protocol status {protocol_status})", now)
+
+    def _output_ended(self, now: float) -> None:
+        """END_REQUEST: in HEADER a fault, in GATHER the whole body is here."""
+        if self.phase == HEADER:
+            self._malformed("output ended inside the header block" if self.output
+                            else "no output", now)
+            return
+        outcome = self.outcome
+        assert outcome is not None
+        body = bytes(self.output)
+        if outcome.length is not None:
+            if len(body) < outcome.length:
+                self._malformed("output ended before its Content-Length", now)
+                return
+            body = body[: outcome.length]
+        self.output = bytearray()
+        self._respond(Response(outcome.status, outcome.fields, body=body), now, ANSWERED)
+
+    def _connection_ended(self, now: float) -> None:
+        """php-fpm closed the connection before END_REQUEST (its child died, or was killed)."""
+        self.handler.log.error(f"fastcgi {self.label}: php-fpm closed the connection "
+                               f"before the end of the request")
+        self._fail(FastCgiFailed("php-fpm closed the connection"), now)
+
+    def _stream(self, now: float) -> None:
+        """The output goes on: answer now and stream the rest as the client takes it."""
+        if self.phase != GATHER:
+            return
+        outcome = self.outcome
+        assert outcome is not None
+        self._respond(Response(outcome.status, outcome.fields, body=self, length=outcome.length,
+                               min_rate=self.handler.settings.min_send_rate), now, STREAM)
+
+    def _respond(self, response: Response, now: float, phase: int) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.phase = phase
+        assert self.reply is not None
+        self.reply.respond(response, now)
+        self._arm()
+
+    def _broken_protocol(self, reason: str, now: float) -> None:
+        self.handler.log.error(f"fastcgi {self.label}: {reason}")
+        self._fail(FastCgiFailed(reason), now)
+
+    def _malformed(self, reason: str, now: float) -> None:
+        self.handler.log.error(f"fastcgi {self.label}: {reason}")
+        self._fail(MalformedOutput(reason), now)
+
+    def _fail(self, error: HTTPError, now: float) -> None:
+        reply = self.reply
+        self.close()
+        assert reply is not None
+        reply.fail(error, now)
+
+    # -- the body, as the response's BodySource -------------------------------------------------
+    def read(self) -> bytes | None:
+        while True:
+            if self.output:
+                ready = bytes(self.output)
+                self.output = bytearray()
+                return ready
+            if self.output_done or self.closed:
+                return None
+            if self.broken:
+                return b""  # the connection is being aborted (see _cut)
+            data = self._recv()
+            if data is None:
+                now = time.monotonic()
+                self.waiting = True
+                self._arm()
+                assert self.reply is not None
+                self.reply.set_deadline(now + self.timeout)
+                return b""
+            if not data:
+                self._cut("php-fpm closed the connection before the end of the response")
+                continue
+            try:
+                records = self.reader.feed(data)
+            except fcgi.ProtocolError as exc:
+                self._cut(str(exc))
+                continue
+            for record in records:
+                if record.request_id != REQUEST_ID:
+                    continue
+                if record.type == fcgi.STDOUT:
+                    self.output += record.content
+                elif record.type == fcgi.STDERR:
+                    self.errors.feed(record.content)
+                elif record.type == fcgi.END_REQUEST:
+                    self.output_done = True
+
+    def _cut(self, reason: str) -> None:
+        """The response started and cannot be completed: abort the client's connection soon (not
+        from inside read(), which the connection is calling)."""
+        self.handler.log.error(f"fastcgi {self.label}: {reason}, response cut")
+        self.broken = True
+        self.timer = self.handler.reactor.call_at(time.monotonic(), self._abort)
+
+    def _abort(self, now: float) -> None:
+        if not self.closed:
+            self._fail(FastCgiFailed("response cut"), now)
+
+    # -- stderr ------------------------------------------------------------------------------------
+    def _log_stderr(self, line: bytes) -> None:
+        self.handler.log.error(f"fastcgi {self.label}: {escape(line)}")
+
+    # -- the end ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """The request is over: close the connection to php-fpm (see the module docstring)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.errors.end()
+        if self.sock is not None:
+            self.handler.reactor.unwatch(self.fd)
+            self.sock.close()
+            self.sock = None

@@ -1,0 +1,173 @@
+"""Which PHP script a request runs, or whether it names a file to serve as it is; and its params.
+
+Theory of operation
+-------------------
+The recipes that put php-fpm behind nginx split the URL with a regular expression and let PHP's
+`cgi.fix_pathinfo` guess the script; both produced famous holes: `/uploads/avatar.gif/x.php`
+executing an uploaded image, and CVE-2019-11043 (a `%0a` in the path broke
+`fastcgi_split_path_info` and gave remote code execution). Here nothing is split by a pattern: the
+decoded, normalised path below the route prefix is walked under the route's root one segment at a
+time, as CGI does (forkd.handlers.cgi_env.locate), and the file system answers:
+
+  - a CR, LF (or NUL, refused by forkd.handlers.paths.normalize) in the decoded path: 400;
+  - a segment starting with "." (outside /.well-known/): 404, never run nor served;
+  - the first existing regular file with one of `extensions` (compared case-insensitively, so that
+    `X.PHP` is never served as source) is SCRIPT_FILENAME and the rest of the path PATH_INFO;
+  - the first existing regular file with another extension ends the walk: when it is the last
+    segment, the route serves it itself (STATIC: the static handler's semantics); when more
+    segments follow (`x.jpg/y.php`) the answer is 404, whatever the last segment says;
+  - a directory: with a trailing slash its first `index` that is a script runs; without one, or
+    without a script index, the static handler answers (redirect to the slash, index.html, 403);
+  - nothing there (a pretty permalink): the `front_controller` script runs, with the original
+    REQUEST_URI; without one, 404.
+A script reached through a symlink must really lie inside the root; a file served as it is
+through a symlink must not really be a script (its source would leak).
+
+The params are the CGI/1.1 meta-variables built by forkd.handlers.cgi_env (the same bytes a CGI
+script would get, HTTP_PROXY never among them) plus what php-fpm expects of a web server:
+DOCUMENT_ROOT (the route's root), DOCUMENT_URI, SCRIPT_FILENAME, REQUEST_URI, HTTPS on TLS.
+HTTP_AUTHORIZATION passes only with `pass_authorization`: the credentials a client sends are the
+application's business only where the operator says so. No sockets here: stat calls and strings.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from forkd.config import FastCgiConfig
+from forkd.handlers.cgi_env import Script, ServerFacts, build_environ, fixed_environment
+from forkd.handlers.fastcgi_records import encode_pairs
+from forkd.handlers.fastcgi_records import params as params_stream
+from forkd.handlers.paths import hidden, inside, normalize, strip_prefix
+from forkd.http.errors import BadRequest, Forbidden, NotFound
+from forkd.http.request import Request
+
+PATH_CACHE = 4096  # decoded request paths remembered per route (the file system is asked each time)
+
+
+class Static:
+    """The request names a file (or directory) of the route that is served as it is."""
+
+
+STATIC = Static()
+
+
+class Selector:
+    """Script selection for one route (see the module docstring); built once per worker."""
+
+    def __init__(self, prefix: str, settings: FastCgiConfig) -> None:
+        self.prefix = prefix
+        self.root_real = os.path.realpath(settings.root)
+        self.extensions = frozenset(extension.lower() for extension in settings.extensions)
+        self.index = tuple(name for name in settings.index if self.is_script_name(name))
+        self.front_controller = settings.front_controller
+        self._paths: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # raw path -> _parts()
+
+    def is_script_name(self, name: str) -> bool:
+        return os.path.splitext(name)[1].lower() in self.extensions
+
+    def select(self, raw_path: str) -> Script | Static:
+        parts = self._paths.get(raw_path)
+        if parts is None:
+            parts = self._parts(raw_path)
+        url_path, rest, segments = parts
+        current = self.root_real.rstrip("/")
+        followed_link = False
+        for position, segment in enumerate(segments):
+            current = f"{current}/{segment}"
+            mode, linked = _mode(current)
+            followed_link = followed_link or linked
+            if mode is None:
+                return self._missing()
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode) or (followed_link and not inside(self.root_real, current)):
+                raise NotFound()
+            if self.is_script_name(segment):
+                script_part = "/" + "/".join(segments[: position + 1])
+                return self._script(current, script_part, rest[len(script_part):])
+            if position < len(segments) - 1:
+                raise NotFound("only scripts take a path after their name")  # x.jpg/y.php
+            if linked and self.is_script_name(os.path.realpath(current)):
+                raise NotFound()  # a link to a script: its source is never served
+            return STATIC
+        if not url_path.endswith("/"):
+            return STATIC  # a directory named without its slash: the static handler redirects
+        for name in self.index:
+            filename = f"{current}/{name}"
+            mode, linked = _mode(filename)
+            if mode is not None and stat.S_ISREG(mode):
+                if (followed_link or linked) and not inside(self.root_real, filename):
+                    continue
+                return self._script(filename, rest.rstrip("/") + "/" + name, "")
+        return STATIC
+
+    def _parts(self, raw_path: str) -> tuple[str, str, tuple[str, ...]]:
+        """The decoded path, the part below the prefix and its segments (remembered, bounded)."""
+        url_path = normalize(raw_path)
+        if "\r" in url_path or "\n" in url_path:
+            raise BadRequest("CR or LF in the decoded path")
+        rest = strip_prefix(url_path, self.prefix)
+        if hidden(rest):
+            raise NotFound("dotfiles are never run nor served")
+        parts = (url_path, rest, tuple(segment for segment in rest.split("/") if segment))
+        if len(self._paths) >= PATH_CACHE:
+            self._paths.clear()
+        self._paths[raw_path] = parts
+        return parts
+
+    def _script(self, filename: str, script_part: str, path_info: str) -> Script:
+        return Script(filename=filename, name=self.prefix.rstrip("/") + script_part,
+                      path_info=path_info, argv=())
+
+    def _missing(self) -> Script:
+        if self.front_controller is None:
+            raise NotFound()
+        return self._script(self.root_real.rstrip("/") + self.front_controller,
+                            self.front_controller, "")
+
+
+def _mode(path: str) -> tuple[int | None, bool]:
+    """(st_mode following links, or None when nothing is there; whether `path` is a link)."""
+    try:
+        mode = os.lstat(path).st_mode
+        linked = stat.S_ISLNK(mode)
+        if linked:
+            mode = os.stat(path).st_mode
+    except PermissionError:
+        raise Forbidden() from None
+    except (OSError, ValueError):  # ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG, a dangling link
+        return None, False
+    return mode, linked
+
+
+class Params:
+    """The FastCGI params of a request (see the module docstring); built once per worker.
+
+    The params that are the same for every request (the operator's `params`, which forkd.config
+    keeps clear of the request's names, and GATEWAY_INTERFACE, SERVER_SOFTWARE, DOCUMENT_ROOT,
+    REDIRECT_STATUS) are encoded once; each request adds its own.
+    """
+
+    def __init__(self, settings: FastCgiConfig, software: str, root_real: str) -> None:
+        self.facts = ServerFacts(software=software, document_root=root_real,
+                                 underscore_headers=False)
+        operator = {name.encode(): str(value).encode() for name, value in settings.params.items()}
+        self.fixed = fixed_environment(operator, self.facts)
+        self.fixed_encoded = encode_pairs(self.fixed.items())
+        self.pass_authorization = settings.pass_authorization
+
+    def of(self, request: Request, script: Script) -> dict[bytes, bytes]:
+        """The request's own params (without the fixed ones)."""
+        root = self.facts.document_root.rstrip("/")
+        translated = root + script.path_info if script.path_info else None
+        params = build_environ(request, script, {}, self.facts, translated)
+        params[b"DOCUMENT_URI"] = os.fsencode(script.name + script.path_info)
+        if not self.pass_authorization:
+            params.pop(b"HTTP_AUTHORIZATION", None)
+        return params
+
+    def record(self, request_id: int, request: Request, script: Script) -> bytes:
+        """The whole PARAMS stream of a request: the fixed params, then the request's."""
+        return params_stream(request_id, self.of(request, script).items(), self.fixed_encoded)

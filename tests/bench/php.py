@@ -1,0 +1,259 @@
+"""PHP through php-fpm: forkd's fastcgi route beside nginx + php-fpm, on the same pool, in one run.
+
+    python3 -m tests.bench.php            # ~1 minute: tests/bench/results/php.{md,json}
+
+One php-fpm pool (pm static, 4 children, a unix socket) serves both servers; each server has 2
+workers, no access log, and opens one FastCGI connection per request (nginx's default without
+`fastcgi_keep_conn`, and forkd's only way). wrk -t2 -c50 drives `hello.php` on each, interleaved and
+repeated (medians), plus forkd's own php-cgi route for the process-per-request baseline. Then the
+isolation check of issue 17: a forkd with ONE worker serves a `sleep(1)` page to 4 clients while
+another wrk measures a static 1 KiB file's latency on the same worker.
+
+Like the rest of tests/bench, this is never run by pytest or CI. wrk runs on the same cores as the
+servers and php-fpm: read the figures as relative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.bench.drive import Wrk, WrkResult, wrk_version
+from tests.bench.peers import LISTEN_RE, REPO, fetch_status, free_port
+from tests.support.php_fpm import PhpFpm, php_fpm_program
+
+RESULTS = Path(__file__).resolve().parent / "results"
+HELLO = '<?php\nheader("Content-Type: text/plain");\necho "Hello, world\\n";\n'
+NGINX_CONF = """\
+daemon off;
+worker_processes 2;
+user root root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 10240; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_timeout 30s;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=2048;
+        root {docroot};
+        location ~ \\.php$ {{
+            try_files $uri =404;
+            include /etc/nginx/fastcgi_params;
+            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
+            fastcgi_pass unix:{socket};
+        }}
+    }}
+}}
+"""
+FORKD_CONF = """\
+listen: ["127.0.0.1:0"]
+workers: {workers}
+access_log: null
+error_log: {dir}/error.log
+timeouts: {{keepalive: 30}}
+routes:
+  - prefix: /cgi/
+    cgi: {{root: {docroot}, interpreters: {{.php: php-cgi}}}}
+  - prefix: /
+    fastcgi: {{connect: "unix:{socket}", root: {docroot}}}
+"""
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], directory: Path, port: int = 0) -> None:
+        self.name, self.argv, self.dir, self.port = name, argv, directory, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with open(self.dir / "out.log", "ab") as out:
+            self.proc = subprocess.Popen(self.argv, cwd=self.dir, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not self.port:
+                found = LISTEN_RE.findall(_read(self.dir / "error.log"))
+                self.port = int(found[-1].rsplit(":", 1)[1]) if found else 0
+            if self.port and fetch_status(self.port, "/hello.php") == 200:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start: {_read(self.dir / 'out.log')[-2000:]}"
+                           f"{_read(self.dir / 'error.log')[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+            self.proc = None
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def nginx(work: Path, docroot: Path, socket: Path) -> Server:
+    directory = work / "nginx"
+    (directory / "tmp").mkdir(parents=True)
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port, docroot=docroot, socket=socket))
+    return Server("nginx + php-fpm", ["nginx", "-e", str(directory / "error.log"), "-p",
+                                      str(directory), "-c", str(conf)], directory, port)
+
+
+def forkd(work: Path, docroot: Path, socket: Path, workers: int, name: str) -> Server:
+    directory = work / name
+    directory.mkdir()
+    conf = directory / "forkd.yaml"
+    conf.write_text(FORKD_CONF.format(dir=directory, workers=workers, docroot=docroot,
+                                      socket=socket))
+    return Server(name, [sys.executable, "-m", "forkd", "-c", str(conf)], directory)
+
+
+def measure(wrk: Wrk, server: Server, path: str, seconds: float,
+            connections: int = 50) -> WrkResult:
+    return wrk.run(f"http://127.0.0.1:{server.port}{path}", seconds, connections)
+
+
+def run(seconds: float, repeats: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="forkd-bench-php-"))
+    docroot = work / "www"
+    docroot.mkdir()
+    (docroot / "hello.php").write_text(HELLO)
+    (docroot / "sleep.php").write_text("<?php\nsleep(1);\necho \"slept\\n\";\n")
+    (docroot / "1k.txt").write_bytes(b"x" * 1024)
+    fpm = PhpFpm(work / "fpm", children=4, backlog=2048).start()
+    wrk = Wrk(work, threads=2, timeout=5)
+    servers = [nginx(work, docroot, fpm.socket), forkd(work, docroot, fpm.socket, 2, "forkd")]
+    rows: dict[str, list[dict[str, float]]] = {"nginx + php-fpm": [], "forkd fastcgi": [],
+                                               "forkd php-cgi": []}
+    try:
+        for server in servers:
+            server.start()
+        ngx, fkd = servers
+        for _ in range(repeats):  # interleaved, so a noisy neighbour hits every row alike
+            rows["nginx + php-fpm"].append(measure(wrk, ngx, "/hello.php", seconds).as_dict())
+            rows["forkd fastcgi"].append(measure(wrk, fkd, "/hello.php", seconds).as_dict())
+            rows["forkd php-cgi"].append(measure(wrk, fkd, "/cgi/hello.php", seconds).as_dict())
+        for server in servers:
+            server.stop()
+        isolation = sleeping_beside_static(work, docroot, fpm.socket, wrk, seconds)
+    finally:
+        for server in servers:
+            server.stop()
+        fpm.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wrk": wrk_version(), "php_fpm": php_fpm_program(), "seconds": seconds,
+        "repeats": repeats, "cpus": os.cpu_count(),
+        "hello": {name: _median(results) for name, results in rows.items()},
+        "isolation": isolation,
+    }
+
+
+def sleeping_beside_static(work: Path, docroot: Path, socket: Path, wrk: Wrk,
+                           seconds: float) -> dict[str, Any]:
+    """One forkd worker: 4 clients on sleep.php while wrk -c10 times the static 1 KiB file."""
+    server = forkd(work, docroot, socket, 1, "forkd-1-worker").start()
+    try:
+        alone = wrk.run(f"http://127.0.0.1:{server.port}/1k.txt", seconds, 10)
+        sleepers: list[WrkResult] = []
+        thread = threading.Thread(target=lambda: sleepers.append(wrk.run(
+            f"http://127.0.0.1:{server.port}/sleep.php", seconds + 2, 4)))
+        thread.start()
+        time.sleep(1.0)  # the sleepers are in flight
+        static = wrk.run(f"http://127.0.0.1:{server.port}/1k.txt", seconds, 10)
+        thread.join()
+    finally:
+        server.stop()
+    return {"alone": alone.as_dict(), "static": static.as_dict(),
+            "sleep": sleepers[0].as_dict() if sleepers else {}}
+
+
+def _median(results: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
+def report(data: dict[str, Any]) -> str:
+    hello = data["hello"]
+    ngx, fkd, cgi = hello["nginx + php-fpm"], hello["forkd fastcgi"], hello["forkd php-cgi"]
+    lines = [
+        "# PHP: forkd's fastcgi route and nginx + php-fpm",
+        "",
+        (f"Run {data['date']} on {data['cpus']} cores; {data['wrk']}; php-fpm {data['php_fpm']} "
+         f"(pm static, 4 children, unix socket, shared by both servers). wrk -t2 -c50, "
+         f"{data['seconds']:g} s per run, median of {data['repeats']} interleaved repeats. "
+         "Quick run; wrk, the servers and php-fpm share the cores: relative figures."),
+        "",
+        "| hello.php through | requests/s | p50 ms | p99 ms | non-2xx | socket errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in hello.items():
+        errors = row["connect"] + row["read"] + row["write"] + row["timeout"]
+        lines.append(f"| {name} | {row['rps']:,.0f} | {row['p50_us'] / 1000:.1f} | "
+                     f"{row['p99_us'] / 1000:.1f} | {row['status']:.0f} | {errors:.0f} |")
+    lines += [
+        "",
+        (f"forkd fastcgi ÷ nginx + php-fpm: **{fkd['rps'] / ngx['rps']:.2f}**; "
+         f"forkd fastcgi ÷ forkd php-cgi: **{fkd['rps'] / max(cgi['rps'], 1):.1f}**."),
+        "",
+    ]
+    isolation = data["isolation"]
+    alone, static, sleep = isolation["alone"], isolation["static"], isolation["sleep"]
+    lines += [
+        ("One forkd worker, 4 clients on a `sleep(1)` page, wrk -c10 on a static 1 KiB file "
+         "meanwhile:"),
+        "",
+        (f"- static: {static['rps']:,.0f} requests/s, p50 {static['p50_us'] / 1000:.1f} ms, "
+         f"p99 **{static['p99_us'] / 1000:.1f} ms**, max {static['max_us'] / 1000:.1f} ms"),
+        (f"- the same without the sleepers: p50 {alone['p50_us'] / 1000:.1f} ms, "
+         f"p99 {alone['p99_us'] / 1000:.1f} ms"),
+        (f"- sleep.php: {sleep.get('requests', 0):,.0f} answers, "
+         f"p50 {sleep.get('p50_us', 0) / 1000:.0f} ms"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--name", default="php", help="results file name (without extension)")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx", "php-cgi"):
+        if shutil.which(tool) is None:
+            sys.exit(f"tests.bench.php needs {tool}")
+    data = run(args.seconds, args.repeats)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    text = report(data)
+    (RESULTS / f"{args.name}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

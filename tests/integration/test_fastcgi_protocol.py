@@ -1,0 +1,78 @@
+"""The FastCGI client against a scripted responder on TCP (tests/support/fastcgi_peer.py).
+
+php-fpm speaks the protocol one way; these tests hold forkd to the specification where php-fpm
+never goes: records of 1 to 7 bytes with empty STDOUT records between them, an OVERLOADED
+status, a peer that is not FastCGI at all, a peer that dies mid-response, and a TCP `connect`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.daemon import Daemon
+from tests.support.fastcgi_peer import FastCgiPeer
+
+SCRIPTS = ("params.php", "stdin.php", "overloaded.php", "garbage.php", "dies.php")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    directory = tmp_path_factory.mktemp("fastcgi-peer")
+    root = directory / "root"
+    root.mkdir()
+    for name in SCRIPTS:
+        (root / name).write_text("<?php // answered by the scripted peer\n")
+    peer = FastCgiPeer().start()
+    (directory / "forkd").mkdir()
+    server = Daemon(directory / "forkd", {"limits": {"body": 8 << 20}, "routes": [
+        {"prefix": "/", "fastcgi": {"connect": peer.connect, "root": str(root), "timeout": 5}}]})
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        peer.stop()
+
+
+def test_tiny_and_empty_records_make_one_response(daemon: Daemon) -> None:
+    status, headers, body = daemon.get("/params.php/more?q=1")
+    assert status == 200 and headers["content-type"] == "text/plain"
+    lines = body.decode().splitlines()
+    assert "SCRIPT_NAME=/params.php" in lines and "PATH_INFO=/more" in lines
+    assert "QUERY_STRING=q=1" in lines and "GATEWAY_INTERFACE=CGI/1.1" in lines
+    assert f"DOCUMENT_ROOT={daemon.dir.parent / 'root'}" in lines
+
+
+def test_the_body_arrives_as_stdin_records(daemon: Daemon) -> None:
+    payload = bytes(range(256)) * 20_000  # 5 MB: many STDIN records
+    status, _, body = daemon.get("/stdin.php", method="POST", body=payload)
+    assert status == 200
+    assert body == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}\n".encode()
+
+
+def test_overloaded_is_503_with_retry_after(daemon: Daemon) -> None:
+    status, headers, _ = daemon.get("/overloaded.php")
+    assert status == 503 and headers["retry-after"] == "1"
+
+
+def test_a_peer_that_is_not_fastcgi_is_502(daemon: Daemon) -> None:
+    assert daemon.get("/garbage.php")[0] == 502
+    daemon.wait_for_log("not a FastCGI record")
+
+
+def test_a_peer_that_dies_mid_response_never_looks_complete(daemon: Daemon) -> None:
+    conn = daemon.connection()
+    conn.request("GET", "/dies.php")
+    response = conn.getresponse()
+    if response.status == 200:  # already streaming when the peer died: the response is cut
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+    else:
+        assert response.status == 502
+    conn.close()
+    daemon.wait_for_log("php-fpm closed the connection")
+    assert daemon.get("/params.php")[0] == 200  # the worker serves on

@@ -1,0 +1,93 @@
+"""Script selection without a regex (forkd.handlers.fastcgi_script), on a real tree in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from forkd.config import FastCgiConfig
+from forkd.handlers.cgi_env import Script
+from forkd.handlers.fastcgi_script import STATIC, Selector
+from forkd.http.errors import BadRequest, NotFound
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    www = tmp_path / "www"
+    for name in ("index.php", "app.php", "uploads/avatar.gif", "blog/index.php", "blog/style.css",
+                 "docs/index.html", "Upper.PHP", ".env.php", ".well-known/check.php"):
+        path = www / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    return www
+
+
+def selector(root: Path, prefix: str = "/", **options: object) -> Selector:
+    return Selector(prefix, FastCgiConfig(connect="unix:/x", root=root, **options))  # type: ignore
+
+
+def script(found: object) -> Script:
+    assert isinstance(found, Script), found
+    return found
+
+
+def test_the_first_script_in_the_path_runs_with_the_rest_as_path_info(root: Path) -> None:
+    found = script(selector(root).select("/app.php/a/b%20c/"))
+    assert found.filename == f"{root}/app.php"
+    assert found.name == "/app.php" and found.path_info == "/a/b c/"
+    found = script(selector(root, "/php/").select("/php/blog/index.php"))
+    assert found.name == "/php/blog/index.php" and found.path_info == ""
+    assert script(selector(root).select("/Upper.PHP")).filename.endswith("Upper.PHP")
+
+
+def test_a_file_with_another_extension_never_runs_what_follows(root: Path) -> None:
+    with pytest.raises(NotFound):
+        selector(root).select("/uploads/avatar.gif/x.php")
+    with pytest.raises(NotFound):
+        selector(root, front_controller="/index.php").select("/uploads/avatar.gif/x.php")
+    assert selector(root).select("/uploads/avatar.gif") is STATIC
+    assert selector(root).select("/blog/style.css") is STATIC
+
+
+def test_cr_lf_and_nul_are_bad_requests(root: Path) -> None:
+    for path in ("/app.php/PHP%0Ais_the_shittiest_lang.php", "/app.php%0d", "/a%00.php"):
+        with pytest.raises(BadRequest):
+            selector(root).select(path)
+
+
+def test_directories(root: Path) -> None:
+    found = script(selector(root).select("/blog/"))
+    assert found.filename == f"{root}/blog/index.php" and found.name == "/blog/index.php"
+    assert script(selector(root).select("/")).name == "/index.php"
+    assert selector(root).select("/blog") is STATIC  # the static handler redirects to "/blog/"
+    assert selector(root).select("/docs/") is STATIC  # index.html is a static index
+    assert selector(root, index=("index.html",)).select("/blog/") is STATIC
+
+
+def test_front_controller_takes_what_matches_no_file(root: Path) -> None:
+    with pytest.raises(NotFound):
+        selector(root).select("/2024/hello-world/")
+    found = script(selector(root, "/blog/", front_controller="/index.php")
+                   .select("/blog/2024/hello-world/"))
+    assert found.filename == f"{root}/index.php" and found.name == "/blog/index.php"
+    assert found.path_info == ""
+    found = script(selector(root, front_controller="/index.php").select("/app.php.bak"))
+    assert found.name == "/index.php"
+
+
+def test_dotfiles_and_links(root: Path, tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        selector(root).select("/.env.php")
+    assert script(selector(root).select("/.well-known/check.php")).path_info == ""
+    outside = tmp_path / "outside.php"
+    outside.write_text("x")
+    os.symlink(outside, root / "out.php")
+    with pytest.raises(NotFound):
+        selector(root).select("/out.php")
+    os.symlink(root / "app.php", root / "source.txt")
+    with pytest.raises(NotFound):  # served as text, a link to a script would show its source
+        selector(root).select("/source.txt")
+    os.symlink(root / "blog", root / "journal")
+    assert script(selector(root).select("/journal/")).filename == f"{root}/journal/index.php"
