@@ -137,14 +137,26 @@ class CgiConfig:
     min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
 
 
+# -- websocket (issue 15): programs as WebSocket endpoints, websocketd's model ---------------------
+@dataclass(frozen=True)
+class WebSocketConfig:
+    command: tuple[str, ...]  # program and arguments; a program with a "/" resolves like a path
+    max_processes: int = 100  # programs of this route running at once per worker; beyond: 503
+    origins: tuple[str, ...] | None = None  # allowed Origin values; absent: same origin only
+    max_message: int = 1048576  # bytes of one whole message (all fragments); beyond: close 1009
+    ping_interval: float = 30.0  # ping a client silent this long; close when it stays silent
+    binary: bool = False  # messages are raw bytes both ways instead of lines of text
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
     static: StaticConfig | None = None
     cgi: CgiConfig | None = None
+    websocket: WebSocketConfig | None = None
 
     @property
-    def handler_config(self) -> StaticConfig | CgiConfig:
+    def handler_config(self) -> Any:  # StaticConfig, CgiConfig, WebSocketConfig...
         return self.handler[1]  # type: ignore[no-any-return]
 
     @property
@@ -532,9 +544,31 @@ class _Builder:
         return data
 
     def _check_Route(self, values: dict[str, Any], path: str) -> None:
-        handlers = [name for name in ("static", "cgi") if name in values]
-        if len(handlers) != 1:
-            self.fail(path, "a route needs exactly one handler: static or cgi")
+        kinds = [item.name for item in dataclasses.fields(Route) if item.name != "prefix"]
+        if len([name for name in kinds if name in values]) != 1:
+            self.fail(path, f"a route needs exactly one handler: {', '.join(kinds[:-1])} or "
+                            f"{kinds[-1]}")
+
+    def _field_WebSocketConfig_command(self, data: Any, path: str) -> tuple[str, ...]:
+        items = [data] if isinstance(data, str) else data
+        if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+            self.fail(path, "expected a program and its arguments, a non-empty list of strings")
+            return ()
+        program = items[0]
+        if "/" not in program:
+            found = shutil.which(program)  # "python3": looked up in PATH, like a shell would
+            if found is None:
+                self.fail(f"{path}[0]", f"no program named {program!r} in PATH")
+                return ()
+            program = found
+        exe = self.path(program, f"{path}[0]", "exe")
+        return (str(exe), *items[1:]) if exe is not None else ()
+
+    def _check_WebSocketConfig(self, values: dict[str, Any], path: str) -> None:
+        if values.get("max_message") == 0:
+            self.fail(f"{path}.max_message", "must be at least 1")
+        if values.get("max_processes") == 0:
+            self.fail(f"{path}.max_processes", "must be at least 1")
 
     def _check_Config(self, values: dict[str, Any], path: str) -> None:
         if "routes" not in values or not values["routes"]:

@@ -160,7 +160,7 @@ class CgiHandler:
     def translate(self, path_info: str) -> str:
         """PATH_TRANSLATED (§4.1.6): PATH_INFO mapped to a file the way this server maps a URI path."""
         for route in self.config.routes:
-            if matches(route.prefix, path_info):
+            if matches(route.prefix, path_info) and hasattr(route.handler_config, "root"):
                 root = str(route.handler_config.root)
                 return root.rstrip("/") + strip_prefix(path_info, route.prefix)
         return self.facts.document_root.rstrip("/") + path_info

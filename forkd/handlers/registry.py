@@ -16,6 +16,7 @@ from forkd.handlers.base import Handler, HandlerContext
 HANDLER_TYPES: dict[str, str] = {
     "static": "forkd.handlers.static:StaticHandler",
     "cgi": "forkd.handlers.cgi:CgiHandler",
+    "websocket": "forkd.handlers.websocket:WebSocketHandler",
 }
 
 

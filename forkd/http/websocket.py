@@ -25,8 +25,9 @@ Origin checks are policy, not protocol: the route does them.
   headers before the payload is read (§10.4), so a client cannot make the server buffer more;
 - a close frame's payload is empty or a valid code (§7.4) with a UTF-8 reason.
 
-A violation raises ProtocolError carrying the close code to answer with (1002, 1007 or 1009);
-after one, the parser must not be fed again. Frames the server sends are never masked and never
+A violation is a ProtocolError carrying the close code to answer with (1002, 1007 or 1009). The
+events before it are still returned (a message that preceded a bad frame in the same read is
+delivered), the error is left in `error`, and the parser takes no more input. Frames the server sends are never masked and never
 fragmented: `encode(opcode, payload)` and `close_payload(code, reason)` build them.
 """
 
@@ -187,16 +188,24 @@ class FrameParser:
         self.message_opcode = 0
         self.message = bytearray()
         self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.error: ProtocolError | None = None
 
     def feed(self, data: bytes) -> list[Event]:
-        """Events completed by `data`, in order; raise ProtocolError at the first violation."""
-        self.buffer += data
+        """Events completed by `data`, in order; at the first violation, `error` is set."""
         events: list[Event] = []
-        while True:
-            if not self.in_frame and not self._header():
-                return events
-            if not self._payload(events):
-                return events
+        if self.error is not None:
+            return events
+        self.buffer += data
+        try:
+            while True:
+                if not self.in_frame and not self._header():
+                    return events
+                if not self._payload(events):
+                    return events
+        except ProtocolError as error:
+            self.error = error
+            self.buffer = bytearray()
+            return events
 
     def _header(self) -> bool:
         buffer = self.buffer
