@@ -286,6 +286,7 @@ def test_bad_listen_addresses(text: object, reason: str) -> None:
 BOTH_HANDLERS = """\
 routes:
   - {prefix: /cgi-bin/, cgi: {root: cgi-bin}}
+  - {prefix: /ws/, websocket: {command: [cat, -u]}}
   - {prefix: /, static: {root: www}}
 """
 
