@@ -79,6 +79,9 @@ EXIT_BOOT_FAILED = 3  # could not build handlers / set up: the master backs off 
 
 TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout when idle)
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
+# A retiring worker ends what is left this much before timeouts.graceful runs out, so that it does
+# so itself (a WebSocket gets its 1001 close frame) instead of being killed by the master.
+GIVE_UP_MARGIN = 0.5
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of file descriptors
 DRAIN_LIMIT = 1024  # queued connections a retiring worker still takes before closing its listeners
 YIELD_BURST = 100.0  # accepts after which this worker stops yielding the CPU to its siblings...
@@ -154,7 +157,7 @@ class Worker:
         self.ready = self.services.ready  # connections with buffered pipelined requests
         self.retiring = False
         self.retire_at = 0.0  # idle connections are closed from then on
-        self.give_up_at = 0.0  # timeouts.graceful after TERM
+        self.give_up_at = 0.0  # about timeouts.graceful after TERM (see GIVE_UP_MARGIN)
         self.stopping = False
         self.served = 0
         limit = self.limits.worker_requests
@@ -330,7 +333,8 @@ class Worker:
             return
         self.retiring = self.services.retiring = True
         self.retire_at = now + min(RETIRE_GRACE, self.timeouts.graceful)
-        self.give_up_at = now + self.timeouts.graceful
+        graceful = self.timeouts.graceful
+        self.give_up_at = now + max(graceful - GIVE_UP_MARGIN, graceful / 2)
         self._listen(False)
         self._close_listeners(now)
         self.accept_paused_until = 0.0

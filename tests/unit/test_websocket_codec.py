@@ -33,26 +33,9 @@ from forkd.http.websocket import (
     parse_close,
     unmask,
 )
+from tests.support.websocket import frame
 
 MAX = 1 << 20
-
-
-def frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv: int = 0,
-          masked: bool = True, length: int | None = None) -> bytes:
-    """A client frame: masked with a random key unless told otherwise."""
-    size = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
-    bit = 0x80 if masked else 0
-    if size < 126:
-        head += bytes([bit | size])
-    elif size < 65536:
-        head += bytes([bit | 126]) + struct.pack("!H", size)
-    else:
-        head += bytes([bit | 127]) + struct.pack("!Q", size)
-    if not masked:
-        return head + payload
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def splits(data: bytes) -> list[list[bytes]]:
