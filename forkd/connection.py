@@ -40,7 +40,8 @@ A Connection owns one accepted, non-blocking socket and moves through these stat
   more (`writable`), and registers the events the tunnel asks for (`want`: dropping EPOLLIN is how
   a tunnel applies back-pressure to its client). The tunnel writes with `send` (the transport's,
   so it works over TLS alike), counts what it wrote in `written`, sets the deadline, and calls
-  `end_tunnel` when it is done; the exchange is closed as usual, however the connection ends.
+  `end_tunnel` when it is done; the exchange is closed as usual, however the connection ends. A
+  worker about to stop calls `going_away` first, so the tunnel can close its protocol properly.
 - LINGER: after a response that ends the connection while the client may still be sending (an
   error before its body was read, pipelined requests after Connection: close), the write side is
   shut and input is read and discarded briefly, so the kernel does not answer the unread bytes with
@@ -537,6 +538,11 @@ class Connection:
     def want(self, events: int) -> None:
         """Register the socket for `events` (the tunnel's choice: EPOLLIN, EPOLLOUT, both, none)."""
         self._want(events)
+
+    def going_away(self, now: float) -> None:
+        """The worker stops soon: a tunnel closes its protocol properly while it still can."""
+        if self.state == TUNNEL:
+            self.tunnel.going_away(now)  # type: ignore[union-attr]
 
     def end_tunnel(self, now: float) -> None:
         """The tunnel is done: log the request and close the connection."""

@@ -79,9 +79,9 @@ EXIT_BOOT_FAILED = 3  # could not build handlers / set up: the master backs off 
 
 TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout when idle)
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
-# A retiring worker ends what is left this much before timeouts.graceful runs out, so that it does
-# so itself (a WebSocket gets its 1001 close frame) instead of being killed by the master.
-GIVE_UP_MARGIN = 0.5
+# Before timeouts.graceful runs out (and the master kills a worker still busy), tunnels (WebSockets)
+# are told the server is going away, so that they close with 1001 instead of being cut.
+GOODBYE_AHEAD = 1.0
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of file descriptors
 DRAIN_LIMIT = 1024  # queued connections a retiring worker still takes before closing its listeners
 YIELD_BURST = 100.0  # accepts after which this worker stops yielding the CPU to its siblings...
@@ -157,7 +157,8 @@ class Worker:
         self.ready = self.services.ready  # connections with buffered pipelined requests
         self.retiring = False
         self.retire_at = 0.0  # idle connections are closed from then on
-        self.give_up_at = 0.0  # about timeouts.graceful after TERM (see GIVE_UP_MARGIN)
+        self.give_up_at = 0.0  # timeouts.graceful after TERM
+        self.goodbye_at = 0.0  # GOODBYE_AHEAD before that: tunnels are told to close
         self.stopping = False
         self.served = 0
         limit = self.limits.worker_requests
@@ -333,8 +334,8 @@ class Worker:
             return
         self.retiring = self.services.retiring = True
         self.retire_at = now + min(RETIRE_GRACE, self.timeouts.graceful)
-        graceful = self.timeouts.graceful
-        self.give_up_at = now + max(graceful - GIVE_UP_MARGIN, graceful / 2)
+        self.give_up_at = now + self.timeouts.graceful
+        self.goodbye_at = self.give_up_at - min(GOODBYE_AHEAD, self.timeouts.graceful / 2)
         self._listen(False)
         self._close_listeners(now)
         self.accept_paused_until = 0.0
@@ -360,6 +361,10 @@ class Worker:
         if now >= self.retire_at:
             for connection in [c for c in self.connections.values() if c.idle]:
                 connection.close()
+        if self.goodbye_at and now >= self.goodbye_at:
+            self.goodbye_at = 0.0
+            for connection in list(self.connections.values()):
+                connection.going_away(now)
         if not self.connections or now >= self.give_up_at:
             self.stopping = True
 

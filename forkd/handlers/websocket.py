@@ -32,8 +32,10 @@ every byte after it go through the exchange, which is the connection's Tunnel fr
   and KILL of its group by the Reaper, in the background of the loop). A protocol violation: a
   close frame with its code (1002, 1007, 1009) and the program stopped. After our close frame the
   client has CLOSE_TIMEOUT to answer; then the connection closes (lingering, so a client still
-  sending does not get a reset that destroys the close frame). The connection ends another way
-  (client gone, worker stopping after timeouts.graceful): close() stops the program and, if the
+  sending does not get a reset that destroys the close frame). A worker that stops (a TERM, or a
+  reload's old generation) lets WebSockets run while timeouts.graceful lasts, then, shortly
+  before it runs out, calls going_away: a 1001 close frame and the program stopped. The
+  connection ends any other way (client gone, fast stop): close() stops the program and, if the
   socket can still take it, sends a 1001 close frame.
 """
 
@@ -314,6 +316,11 @@ class WebSocketExchange:
         if not self.closed:
             self._stop_program(now)
             self._end(now)
+
+    def going_away(self, now: float) -> None:
+        if not self.closed:
+            self._stop_program(now)
+            self._close(GOING_AWAY, "server stopping", now)
 
     def _client_closed(self, payload: bytes, now: float) -> None:
         """The client's close frame: answer it (echoing its code), stop the program, end."""
