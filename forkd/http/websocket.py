@@ -183,7 +183,7 @@ class FrameParser:
         self.mask = b""
         self.remaining = 0
         self.offset = 0
-        self.control = bytearray()
+        self.pos = 0  # bytes of `buffer` consumed during this feed
         # The message being assembled from data frames (opcode 0: none in progress).
         self.message_opcode = 0
         self.message = bytearray()
@@ -199,19 +199,25 @@ class FrameParser:
         try:
             while True:
                 if not self.in_frame and not self._header():
-                    return events
+                    break
                 if not self._payload(events):
-                    return events
+                    break
         except ProtocolError as error:
             self.error = error
             self.buffer = bytearray()
             return events
+        # Consumed bytes are dropped once per feed, not once per frame: a read full of small
+        # frames would otherwise move the rest of the buffer for each of them.
+        del self.buffer[:self.pos]
+        self.pos = 0
+        return events
 
     def _header(self) -> bool:
         buffer = self.buffer
-        if len(buffer) < 2:
+        pos = self.pos
+        if len(buffer) - pos < 2:
             return False
-        first, second = buffer[0], buffer[1]
+        first, second = buffer[pos], buffer[pos + 1]
         if first & 0x70:
             raise ProtocolError(PROTOCOL_ERROR, "reserved bits set (no extension was negotiated)")
         opcode = first & 0x0F
@@ -232,18 +238,18 @@ class FrameParser:
         elif self.message_opcode:
             raise ProtocolError(PROTOCOL_ERROR, "new message before the previous one ended")
         start = 2 if length < 126 else 4 if length == 126 else 10
-        if len(buffer) < start + 4:
+        if len(buffer) - pos < start + 4:
             return False
         if length == 126:
-            length = _SHORT.unpack_from(buffer, 2)[0]
+            length = _SHORT.unpack_from(buffer, pos + 2)[0]
         elif length == 127:
-            length = _LONG.unpack_from(buffer, 2)[0]
+            length = _LONG.unpack_from(buffer, pos + 2)[0]
             if length >> 63:
                 raise ProtocolError(PROTOCOL_ERROR, "frame length with the high bit set")
         if opcode < CLOSE and len(self.message) + length > self.max_message:
             raise ProtocolError(TOO_BIG, f"message larger than {self.max_message} bytes")
-        self.mask = bytes(buffer[start:start + 4])
-        del buffer[:start + 4]
+        self.mask = bytes(buffer[pos + start:pos + start + 4])
+        self.pos = pos + start + 4
         self.in_frame = True
         self.opcode, self.fin, self.remaining, self.offset = opcode, fin, length, 0
         if opcode == TEXT or opcode == BINARY:
@@ -253,26 +259,42 @@ class FrameParser:
     def _payload(self, events: list[Event]) -> bool:
         """Consume what the buffer holds of the current frame; True when the frame is complete."""
         buffer = self.buffer
-        take = min(self.remaining, len(buffer))
-        if self.opcode >= CLOSE:
-            if take < self.remaining:
-                return False  # control frames are small: wait for the whole payload
-            payload = unmask(buffer[:take], self.mask, 0)
-            del buffer[:take]
+        pos = self.pos
+        opcode = self.opcode
+        remaining = self.remaining
+        take = min(remaining, len(buffer) - pos)
+        if take == remaining and self.fin and not self.offset and (opcode == TEXT or opcode == BINARY):
+            # The common case: a whole unfragmented message is here. No assembly, one check.
+            payload = unmask(buffer[pos:pos + take], self.mask, 0)
+            self.pos = pos + take
+            if opcode == TEXT:
+                try:
+                    payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ProtocolError(INVALID_DATA, "text message is not valid UTF-8") from None
             self.in_frame = False
-            if self.opcode == CLOSE:
+            self.message_opcode = 0
+            events.append((opcode, payload))
+            return True
+        if opcode >= CLOSE:
+            if take < remaining:
+                return False  # control frames are small: wait for the whole payload
+            payload = unmask(buffer[pos:pos + take], self.mask, 0)
+            self.pos = pos + take
+            self.in_frame = False
+            if opcode == CLOSE:
                 _check_close(payload)
-            events.append((self.opcode, payload))
+            events.append((opcode, payload))
             return True
         if take:
-            chunk = unmask(buffer[:take], self.mask, self.offset)
-            del buffer[:take]
+            chunk = unmask(buffer[pos:pos + take], self.mask, self.offset)
+            self.pos = pos + take
             self.offset += take
-            self.remaining -= take
+            self.remaining = remaining = remaining - take
             if self.message_opcode == TEXT:
                 self._check_text(chunk, final=False)
             self.message += chunk
-        if self.remaining:
+        if remaining:
             return False
         self.in_frame = False
         if self.fin:
