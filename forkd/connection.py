@@ -531,6 +531,9 @@ class Connection:
         self.keep = False
         self.state = TUNNEL
         self.tunnel = tunnel
+        # A tunnel lives as long as its client likes: the scoreboard must not count it as one
+        # request the worker is busy with (the master takes a long one for a stuck worker).
+        services.slot.idle()
         buffered, self.buffer = bytes(self.buffer), bytearray()
         self._want(EPOLLIN)
         tunnel.attach(self, head, buffered, now)
@@ -545,8 +548,12 @@ class Connection:
             self.tunnel.going_away(now)  # type: ignore[union-attr]
 
     def end_tunnel(self, now: float) -> None:
-        """The tunnel is done: log the request and close the connection."""
+        """The tunnel is done: log the request and close the connection, lingering (LINGER)."""
         if self.state == TUNNEL:
+            # The client may still be sending (the rest of a message refused with 1009): treat
+            # it as an unread body, so its bytes are drained rather than answered with a reset
+            # that could destroy the close frame in flight.
+            self.body_pending = True
             self._finish(now)
 
     def fail(self, error: HTTPError, now: float) -> None:

@@ -18,8 +18,9 @@ exchange.on_timeout() when the deadline the exchange set through reply.set_deadl
 
 An exchange may instead switch protocols (a WebSocket): reply.upgrade(headers, tunnel) sends
 `101 Switching Protocols` and makes `tunnel` the owner of the connection's bytes from then on
-(TUNNEL in forkd.connection). The tunnel sees the connection as a Link: the transport's recv/send,
-the events to wait for, a deadline, and end_tunnel when it is done.
+(TUNNEL in forkd.connection). The tunnel is given what the connection reads, and sees the
+connection as a Link: the transport's send, the events to wait for, a deadline, and end_tunnel
+when it is done.
 """
 
 from __future__ import annotations

@@ -209,6 +209,11 @@ def test_oversize_messages_close_with_1009(make_daemon, tmp_path) -> None:
     with connect(url(daemon)) as ws:
         ws.send(["x" * 600, "x" * 600])  # every frame is small: the whole message is not
         assert close_code(ws) == 1009
+    # A client still sending its too-big message gets the close frame, not a reset.
+    client = raw(daemon)
+    client.send(frame(BINARY, b"y" * 512 * 1024))
+    assert client.read_close() == 1009
+    assert client.at_end()
 
 
 # -- the handshake ------------------------------------------------------------------------------------
