@@ -370,7 +370,7 @@ def test_wss_over_tls(make_daemon, tmp_path) -> None:
     with connect(url(daemon, scheme="wss"), ssl=context) as ws:
         ws.send("secret")
         assert ws.recv(timeout=5) == "secret"
-        big = "z" * 200_000  # several TLS records each way
+        big = "z" * 600_000  # several TLS records, and more than one TLS send, each way
         ws.send(big)
         assert ws.recv(timeout=10) == big
         ws.send("bye")
