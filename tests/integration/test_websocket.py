@@ -418,6 +418,16 @@ def test_1000_concurrent_echo_connections_on_2_workers(make_daemon, tmp_path) ->
     for client in clients:
         assert client.read_close() == 1000
         client.sock.close()
+    workers = daemon.worker_pids()
+    assert len(workers) == 2
+
+    def programs_left() -> int:
+        return sum(len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+                   for pid in workers)
+
+    poll(lambda: programs_left() == 0, 20, "every program stopped and reaped")
+    assert all(daemon.client_sockets(pid) == 0 for pid in workers)
+    assert "[error]" not in daemon.log()
 
 
 def test_reload_keeps_websockets_and_stop_closes_them_with_1001(make_daemon, tmp_path) -> None:
