@@ -39,7 +39,9 @@ def test_the_demo_config_is_valid() -> None:
     config = load(ROOT / "conf" / "site.yaml")
     assert config.listen == (ListenAddress("inet", "127.0.0.1", 8080),)
     assert config.source == ROOT / "conf" / "site.yaml"
-    cgi, static = config.routes
+    cgi, chat, static = config.routes
+    assert chat.websocket is not None
+    assert chat.websocket.command[0] == str(ROOT / "conf" / "websocket" / "chat.sh")
     assert cgi.cgi is not None and cgi.cgi.root == ROOT / "conf" / "cgi-bin"
     assert set(cgi.cgi.interpreters) == {".py", ".php"}
     assert all(os.access(program, os.X_OK) for program in cgi.cgi.interpreters.values())
