@@ -241,6 +241,9 @@ class WebSocketExchange:
             if now >= self.close_by:
                 self._end(now)  # no close frame from the client in time
                 return
+        elif len(self.to_program) >= HIGH_WATER:
+            self.last_heard = now  # the socket is not read (a slow program): not the client's fault
+            self.ping_sent = 0.0
         elif self.exit_by and now >= self.exit_by:
             self.handler.log.error(f"websocket {self.handler.label}: stdout closed but the "
                                    f"program did not exit within {EXIT_TIMEOUT:g}s")

@@ -322,7 +322,8 @@ def test_idle_clients_are_pinged_and_silent_ones_dropped(make_daemon, tmp_path) 
 
 def test_back_pressure_client_to_program(make_daemon, tmp_path) -> None:
     """A program that reads nothing: the server stops reading the socket, the client blocks."""
-    daemon = site(make_daemon, tmp_path, {"/deaf": {"command": [str(PROGRAMS / "deaf.sh")]}})
+    daemon = site(make_daemon, tmp_path, {"/deaf": {"command": [str(PROGRAMS / "deaf.sh")],
+                                                     "ping_interval": 0.5}})
     client = raw(daemon, "/deaf")
     client.sock.settimeout(2)
     message = frame(TEXT, b"x" * 65535)
@@ -332,6 +333,14 @@ def test_back_pressure_client_to_program(make_daemon, tmp_path) -> None:
             client.sock.sendall(message)
             sent += len(message)
     assert sent < 64 * 1024 * 1024  # kernel buffers, a pipe and HIGH_WATER: far from unbounded
+    # The server cannot read the client's pongs now; that is the program's doing, not the
+    # client's: the connection is not dropped as silent.
+    client.sock.settimeout(3)
+    with pytest.raises(TimeoutError):
+        while True:
+            got = client.read_frame()
+            assert got is not None, "a client was dropped because its program was slow"
+            assert got[0] == PING
 
 
 def worker_rss(daemon: Daemon) -> int:
