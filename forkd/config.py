@@ -208,6 +208,17 @@ FASTCGI_REQUEST_PARAMS = frozenset({
 })
 
 
+# -- websocket (issue 15): programs as WebSocket endpoints, websocketd's model ---------------------
+@dataclass(frozen=True)
+class WebSocketConfig:
+    command: tuple[str, ...]  # program and arguments; a program with a "/" resolves like a path
+    max_processes: int = 100  # programs of this route running at once per worker; beyond: 503
+    origins: tuple[str, ...] | None = None  # allowed Origin values; absent: same origin only
+    max_message: int = 1048576  # bytes of one whole message (all fragments); beyond: close 1009
+    ping_interval: float = 30.0  # ping a client silent this long; close when it stays silent
+    binary: bool = False  # messages are raw bytes both ways instead of lines of text
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
@@ -216,6 +227,7 @@ class Route:
     wsgi: WsgiConfig | None = None  # issue 13
     redirect: RedirectConfig | None = None
     fastcgi: FastCgiConfig | None = None  # issue 17
+    websocket: WebSocketConfig | None = None  # issue 15
     access: AccessConfig | None = None  # options any route may carry (issue 12)
     auth_basic: AuthBasicConfig | None = None
 
@@ -707,6 +719,27 @@ class _Builder:
         for name in values.get("env") or {}:
             if not name or "=" in name or "\0" in name:
                 self.fail(f"{path}.env.{name}", "not a valid environment variable name")
+
+    def _field_WebSocketConfig_command(self, data: Any, path: str) -> tuple[str, ...]:
+        items = [data] if isinstance(data, str) else data
+        if not isinstance(items, list) or not items or not all(isinstance(i, str) for i in items):
+            self.fail(path, "expected a program and its arguments, a non-empty list of strings")
+            return ()
+        program = items[0]
+        if "/" not in program:
+            found = shutil.which(program)  # "python3": looked up in PATH, like a shell would
+            if found is None:
+                self.fail(f"{path}[0]", f"no program named {program!r} in PATH")
+                return ()
+            program = found
+        exe = self.path(program, f"{path}[0]", "exe")
+        return (str(exe), *items[1:]) if exe is not None else ()
+
+    def _check_WebSocketConfig(self, values: dict[str, Any], path: str) -> None:
+        if values.get("max_message") == 0:
+            self.fail(f"{path}.max_message", "must be at least 1")
+        if values.get("max_processes") == 0:
+            self.fail(f"{path}.max_processes", "must be at least 1")
 
     def _check_Config(self, values: dict[str, Any], path: str) -> None:
         if not values.get("routes") and not values.get("servers"):

@@ -33,6 +33,15 @@ A Connection owns one accepted, non-blocking socket and moves through these stat
   `resume`) instead of the socket. The deadline is timeouts.send, renewed when the client takes
   bytes; a response with a `min_rate` instead asks that rate of the client over each timeouts.send
   spent waiting for it, so a trickling reader cannot hold a script forever.
+- TUNNEL: an exchange called `upgrade` (a WebSocket handshake it accepted): the 101 head is
+  handed to it, and from then on the connection parses no HTTP. It still owns the socket and the
+  transport: it reads (RECV_SIZE at a time) and gives every piece, the bytes buffered behind the
+  handshake first, to the tunnel (`received`, `peer_closed`), tells it when the socket can take
+  more (`writable`), and registers the events the tunnel asks for (`want`: dropping EPOLLIN is how
+  a tunnel applies back-pressure to its client). The tunnel writes with `send` (the transport's,
+  so it works over TLS alike), counts what it wrote in `written`, sets the deadline, and calls
+  `end_tunnel` when it is done; the exchange is closed as usual, however the connection ends. A
+  worker about to stop calls `going_away` first, so the tunnel can close its protocol properly.
 - LINGER: after a response that ends the connection while the client may still be sending (an
   error before its body was read, pipelined requests after Connection: close), the write side is
   shut and input is read and discarded briefly, so the kernel does not answer the unread bytes with
@@ -65,7 +74,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from forkd.handlers.base import Exchange, Handler, InternalRedirect
+from forkd.handlers.base import Exchange, Handler, InternalRedirect, Tunnel
 from forkd.http.body import ChunkedDecoder, LengthReader
 from forkd.http.errors import (
     HTTPError,
@@ -80,7 +89,7 @@ from forkd.http.response import FileRange, Response, UnsafeHeader, error_body, r
 from forkd.routing import redirected
 from forkd.services import Services
 
-HEAD, BODY, HANDLE, WRITE, LINGER, CLOSED = range(6)
+HEAD, BODY, HANDLE, WRITE, LINGER, CLOSED, TUNNEL = range(7)
 
 RECV_SIZE = 65536
 INLINE_FILE = 16384  # file ranges up to this size are read and sent with the head in one send
@@ -141,6 +150,7 @@ class Connection:
         "started",
         "state",
         "status",
+        "tunnel",
         "waiting",
         "written",
     )
@@ -164,6 +174,7 @@ class Connection:
         # Nothing received yet: a connection that sends nothing is closed after timeouts.header.
         self.deadline = now + services.timeouts.header
         self.out: deque[Any] = deque()
+        self.tunnel: Tunnel | None = None  # set by upgrade(): who gets the socket in TUNNEL
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -220,6 +231,9 @@ class Connection:
                 return
         elif state == LINGER:
             return  # discarded: we only wait for the peer's FIN
+        elif state == TUNNEL:
+            self.tunnel.received(data, now)  # type: ignore[union-attr]
+            return
         self.buffer += data
         if state == HEAD or state == BODY:
             self.process(now)
@@ -231,6 +245,10 @@ class Connection:
             self._write(now)
             if self.state == HEAD and self.buffer:
                 self.process(now)  # pipelined requests that arrived while we were writing
+        elif self.state == TUNNEL:
+            self.tunnel.writable(now)  # type: ignore[union-attr]
+            if self.state == TUNNEL and self.events & EPOLLIN:
+                self.on_readable(now)  # both directions ready: epoll reported them together
         else:
             self.on_readable(now)
 
@@ -244,7 +262,7 @@ class Connection:
             if self._read_late(now):
                 return
             self.fail(RequestTimeout("request not received in time"), now)
-        elif state == HANDLE:
+        elif state == HANDLE or state == TUNNEL:
             assert self.exchange is not None
             self.exchange.on_timeout(now)
         elif state == WRITE:
@@ -281,6 +299,8 @@ class Connection:
     def _peer_closed(self) -> None:
         if self.state == HEAD and not self.buffer or self.state == LINGER:
             self.close()
+        elif self.state == TUNNEL:
+            self.tunnel.peer_closed(time.monotonic())  # type: ignore[union-attr]
         else:
             self.abort("client closed the connection mid-request")
 
@@ -297,6 +317,8 @@ class Connection:
                 if not self._read_body(now):
                     return
             else:
+                if state == TUNNEL and self.events & EPOLLIN:
+                    self.on_readable(now)  # TLS plaintext already decrypted (tls_connection)
                 return
         if self.state == HEAD and self.buffer:
             self.services.ready.append(self)  # more pipelined requests: after the others' turn
@@ -494,6 +516,48 @@ class Connection:
 
     def set_deadline(self, when: float) -> None:
         self.deadline = when
+
+    # -- switching protocols (TUNNEL in the module docstring) --------------------------------------
+
+    def upgrade(self, headers: list[tuple[str, str]], tunnel: Tunnel, now: float) -> None:
+        """Answer 101 Switching Protocols (RFC 9110 §15.2.2) and hand the connection to `tunnel`."""
+        services = self.services
+        try:
+            head = render_head(101, headers, services.server, "Connection: Upgrade\r\n", True,
+                               False)
+        except (UnsafeHeader, UnicodeEncodeError) as exc:
+            services.error_log.error(f"handler produced an invalid header: {exc}")
+            self.fail(InternalError(), now)
+            return
+        self.status = 101
+        self.head_length = len(head)
+        self.keep = False
+        self.state = TUNNEL
+        self.tunnel = tunnel
+        # A tunnel lives as long as its client likes: the scoreboard must not count it as one
+        # request the worker is busy with (the master takes a long one for a stuck worker).
+        services.slot.idle()
+        buffered, self.buffer = bytes(self.buffer), bytearray()
+        self._want(EPOLLIN)
+        tunnel.attach(self, head, buffered, now)
+
+    def want(self, events: int) -> None:
+        """Register the socket for `events` (the tunnel's choice: EPOLLIN, EPOLLOUT, both, none)."""
+        self._want(events)
+
+    def going_away(self, now: float) -> None:
+        """The worker stops soon: a tunnel closes its protocol properly while it still can."""
+        if self.state == TUNNEL:
+            self.tunnel.going_away(now)  # type: ignore[union-attr]
+
+    def end_tunnel(self, now: float) -> None:
+        """The tunnel is done: log the request and close the connection, lingering (LINGER)."""
+        if self.state == TUNNEL:
+            # The client may still be sending (the rest of a message refused with 1009): treat
+            # it as an unread body, so its bytes are drained rather than answered with a reset
+            # that could destroy the close frame in flight.
+            self.body_pending = True
+            self._finish(now)
 
     def fail(self, error: HTTPError, now: float) -> None:
         """Answer with an error's status; the connection closes if the error says so."""

@@ -100,6 +100,12 @@ class TlsConnection(Connection):
             # Decrypted bytes epoll cannot see: read them now rather than wait for the socket.
             self.services.ready.append(self)
 
+    def want(self, events: int) -> None:
+        """A tunnel that resumes reading: plaintext already decrypted would never wake epoll."""
+        super().want(events)
+        if events & EPOLLIN and self.transport.pending():
+            self.services.ready.append(self)
+
     # -- answers ---------------------------------------------------------------------------------
     def respond(self, response: Response, now: float) -> None:
         site = self.request.site if self.request is not None else None

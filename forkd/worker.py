@@ -75,6 +75,9 @@ from forkd.tls_connection import TlsConnection
 
 TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout when idle)
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
+# Before timeouts.graceful runs out (and the master kills a worker still busy), tunnels (WebSockets)
+# are told the server is going away, so that they close with 1001 instead of being cut.
+GOODBYE_AHEAD = 1.0
 ACCEPT_PAUSE = 0.5  # seconds without accepting after running out of file descriptors
 DRAIN_LIMIT = 1024  # queued connections a retiring worker still takes before closing its listeners
 YIELD_BURST = 100.0  # accepts after which this worker stops yielding the CPU to its siblings...
@@ -142,6 +145,7 @@ class Worker:
         self.retiring = False
         self.retire_at = 0.0  # idle connections are closed from then on
         self.give_up_at = 0.0  # timeouts.graceful after TERM
+        self.goodbye_at = 0.0  # GOODBYE_AHEAD before that: tunnels are told to close
         self.stopping = False
         self.served = 0
         limit = self.limits.worker_requests
@@ -318,6 +322,7 @@ class Worker:
         self.retiring = self.services.retiring = True
         self.retire_at = now + min(RETIRE_GRACE, self.timeouts.graceful)
         self.give_up_at = now + self.timeouts.graceful
+        self.goodbye_at = self.give_up_at - min(GOODBYE_AHEAD, self.timeouts.graceful / 2)
         self._listen(False)
         self._close_listeners(now)
         self.accept_paused_until = 0.0
@@ -343,6 +348,10 @@ class Worker:
         if now >= self.retire_at:
             for connection in [c for c in self.connections.values() if c.idle]:
                 connection.close()
+        if self.goodbye_at and now >= self.goodbye_at:
+            self.goodbye_at = 0.0
+            for connection in list(self.connections.values()):
+                connection.going_away(now)
         if not self.connections or now >= self.give_up_at:
             self.stopping = True
 

@@ -18,6 +18,12 @@ exactly one of reply.respond / reply.fail / reply.redirect when it knows the ans
 reply.resume whenever a response body it is streaming has more to give. The connection calls
 exchange.close() once the request is over, however it ended (answered, client gone, timed out), and
 exchange.on_timeout() when the deadline the exchange set through reply.set_deadline passes.
+
+An exchange may instead switch protocols (a WebSocket): reply.upgrade(headers, tunnel) sends
+`101 Switching Protocols` and makes `tunnel` the owner of the connection's bytes from then on
+(TUNNEL in forkd.connection). The tunnel is given what the connection reads, and sees the
+connection as a Link: the transport's send, the events to wait for, a deadline, and end_tunnel
+when it is done.
 """
 
 from __future__ import annotations
@@ -44,6 +50,31 @@ class Reply(Protocol):
     def redirect(self, redirect: InternalRedirect, now: float) -> None: ...
     def resume(self, now: float) -> None: ...
     def set_deadline(self, when: float) -> None: ...
+    def upgrade(self, headers: list[tuple[str, str]], tunnel: Tunnel, now: float) -> None: ...
+
+
+class Link(Protocol):
+    """The connection, as a tunnel sees it after the 101."""
+
+    written: int  # bytes sent on the connection (the tunnel adds what it sends), for the log
+
+    def send(self, data: bytes | bytearray | memoryview, flags: int = 0) -> int: ...
+    def want(self, events: int) -> None: ...
+    def set_deadline(self, when: float) -> None: ...
+    def end_tunnel(self, now: float) -> None: ...
+
+
+class Tunnel(Protocol):
+    """Who owns a connection's bytes after a 101 (see forkd.connection, TUNNEL)."""
+
+    def attach(self, link: Link, head: bytes, buffered: bytes, now: float) -> None:
+        """Start: send `head` (the 101) first; `buffered` arrived right behind the handshake."""
+
+    def received(self, data: bytes, now: float) -> None: ...
+    def writable(self, now: float) -> None: ...
+    def peer_closed(self, now: float) -> None: ...
+    def going_away(self, now: float) -> None:
+        """The worker stops soon (timeouts.graceful is running out): close properly now."""
 
 
 class Exchange(Protocol):

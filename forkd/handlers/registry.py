@@ -19,6 +19,7 @@ HANDLER_TYPES: dict[str, str] = {
     "wsgi": "forkd.handlers.wsgi:WsgiHandler",
     "redirect": "forkd.handlers.redirect:RedirectHandler",
     "fastcgi": "forkd.handlers.fastcgi:FastCgiHandler",
+    "websocket": "forkd.handlers.websocket:WebSocketHandler",
 }
 
 

@@ -50,8 +50,10 @@ def test_the_demo_config_is_valid() -> None:
     assert config.source == ROOT / "conf" / "site.yaml"
     demo, app = config.servers  # the demo site (the default) and a second virtual host
     assert demo.default and "localhost" in demo.names and app.names == ("app.localhost",)
-    cgi, php, api, static = demo.routes
+    cgi, php, chat, api, static = demo.routes
     assert php.fastcgi is not None and php.fastcgi.front_controller == "/index.php"
+    assert chat.websocket is not None
+    assert chat.websocket.command[0] == str(ROOT / "conf" / "websocket" / "chat.sh")
     assert api.wsgi is not None and api.wsgi.python_path == (ROOT / "conf" / "apps",)
     assert cgi.cgi is not None and cgi.cgi.root == ROOT / "conf" / "cgi-bin"
     assert set(cgi.cgi.interpreters) == {".py", ".php"}
@@ -104,7 +106,7 @@ def test_unknown_keys_and_wrong_types_name_their_path(base: Path) -> None:
         "4:21: limits.bodies: unknown key (did you mean body?)",
         "5:16: server_tokens: expected true or false, got the string 'yes'",
         "8:44: routes[0].static.autoindx: unknown key (did you mean autoindex?)",
-        "9:5: routes[1]: a route needs exactly one handler: static, cgi, wsgi, redirect or fastcgi",
+        "9:5: routes[1]: a route needs exactly one handler: static, cgi, wsgi, redirect, fastcgi or websocket",
         "9:13: routes[1].prefix: must be a path starting with '/', got 'nope'",
     ]
 
@@ -301,6 +303,7 @@ routes:
   - {prefix: /cgi-bin/, cgi: {root: cgi-bin}}
   - {prefix: /app/, wsgi: {app: "site.wsgi:application", env: {A: b}}}
   - {prefix: /php/, fastcgi: {connect: "unix:/run/php/php8.2-fpm.sock", root: www}}
+  - {prefix: /ws/, websocket: {command: [cat, -u]}}
   - {prefix: /, static: {root: www}}
 """
 
