@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import LISTEN_RE, ROOT, Daemon
+from tests.support.daemon import LISTEN_RE, ROOT, Daemon, poll
 from tests.support.tools import need_root, need_tool
 
 SCRIPTS = ROOT / "tests" / "cgi"
@@ -556,3 +556,44 @@ def test_workers_as_nobody_started_from_a_private_directory(make_daemon, tmp_pat
         server.stop()  # and check its logs while they still exist
     finally:
         shutil.rmtree(logs)
+
+
+def test_a_script_swapped_for_a_link_during_the_upload_is_not_run(make_daemon, tmp_path: Path) -> None:
+    """The script is checked when the head arrives and again right before it starts (issue 10).
+
+    A client with write access to the CGI directory (another script, say) replaces the checked script
+    with a symlink to a program outside the root while the upload is still arriving.
+    """
+    root, outside = tmp_path / "cgi", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    for directory, word in ((root, "INSIDE"), (outside, "OUTSIDE RAN")):
+        script = directory / "upload.sh"
+        script.write_text(f"#!/bin/sh\ncat >/dev/null\nprintf 'Content-Type: text/plain\\n\\n{word}\\n'\n")
+        script.chmod(0o755)
+    daemon = make_daemon({"workers": 1, "routes": [{"prefix": "/cgi/", "cgi": {"root": str(root)}}]})
+    head = b"POST /cgi/upload.sh HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n"
+    assert daemon.raw(head + b"x" * 2000).endswith(b"INSIDE\n")
+    with socket.create_connection((daemon.host, daemon.port), timeout=5) as sock:
+        sock.sendall(head + b"x" * 1000)  # the head is checked; the body is still coming
+        poll(lambda: _unread_by_server(daemon, sock) == 0, 5, "the worker read the head")
+        swap = root / "swap"
+        swap.symlink_to(outside / "upload.sh")
+        os.rename(swap, root / "upload.sh")
+        sock.sendall(b"x" * 1000)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert b"OUTSIDE RAN" not in answer
+    assert answer.startswith(b"HTTP/1.1 404")
+
+
+def _unread_by_server(daemon: Daemon, client: socket.socket) -> int:
+    """Bytes the server side of this connection has not read yet (its receive queue, /proc/net/tcp)."""
+    local = f"{daemon.port:04X}"
+    peer = f"{client.getsockname()[1]:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(":" + local) and fields[2].endswith(":" + peer):
+            return int(fields[4].split(":")[1], 16)
+    return -1
