@@ -23,6 +23,7 @@ import collections.abc
 import dataclasses
 import difflib
 import grp
+import ipaddress
 import os
 import pwd
 import shutil
@@ -82,6 +83,7 @@ class ListenAddress:
     port: int = 0
     path: str = ""
     tls: bool = False  # HTTPS on this listener (the mapping form's `tls: true`)
+    proxy_protocol: bool = False  # a PROXY v1/v2 header from a trusted proxy comes first
 
     def __str__(self) -> str:
         if self.family == "unix":
@@ -99,6 +101,7 @@ class Timeouts:
     graceful: float = 30.0  # TERM / reload: how long retiring workers may finish requests
     send: float = 60.0  # a client that reads nothing of its response for this long is dropped
     worker: float = 120.0  # a worker busy with one request (or silent) this long is stuck: killed
+    drain: float = 0.0  # TERM: health routes answer 503 this long before the listeners close
 
 
 @dataclass(frozen=True)
@@ -137,11 +140,24 @@ class CgiConfig:
     min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
 
 
+# -- observability and proxies (issue 14): the status and health route types ----------------------
+@dataclass(frozen=True)
+class StatusConfig:
+    """The live scoreboard (HTML, ?format=json|prometheus, ?auto); protect it with `access`."""
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """200 "ok", or 503 while the server drains (forkd -s drain, timeouts.drain)."""
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
     static: StaticConfig | None = None
     cgi: CgiConfig | None = None
+    status: StatusConfig | None = None  # issue 14
+    health: HealthConfig | None = None  # issue 14
 
     @property
     def handler_config(self) -> StaticConfig | CgiConfig:
@@ -191,6 +207,9 @@ class Config:
     routes: tuple[Route, ...] = ()
     tls: TlsConfig | None = None  # needed by listeners with `tls: true`
     hsts: str | None = None  # Strict-Transport-Security value for HTTPS answers
+    # Issue 14: peers (CIDRs, or "unix" for unix-socket peers) whose PROXY header, Forwarded or
+    # X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
     source: Path | None = None  # the file this came from (not a YAML key)
 
 
@@ -454,8 +473,6 @@ class _Builder:
                     self.fail(f"{path}.{key}", "unknown key")
                 elif not isinstance(options[key], bool):
                     self.fail(f"{path}.{key}", f"expected true or false, got {_kind(options[key])}")
-            if options.get("proxy_protocol") is True:
-                self.fail(f"{path}.proxy_protocol", "not supported yet")
             path = f"{path}.address"
         address = parse_listen(item)
         if isinstance(address, str):
@@ -465,6 +482,8 @@ class _Builder:
             if address.family == "unix":
                 self.fail(path, "tls is for TCP listeners")
             address = dataclasses.replace(address, tls=True)
+        if options.get("proxy_protocol") is True:
+            address = dataclasses.replace(address, proxy_protocol=True)
         return address
 
     def _field_Config_workers(self, data: Any, path: str) -> int:
@@ -532,9 +551,33 @@ class _Builder:
         return data
 
     def _check_Route(self, values: dict[str, Any], path: str) -> None:
-        handlers = [name for name in ("static", "cgi") if name in values]
+        kinds = ("static", "cgi", "status", "health")
+        handlers = [name for name in kinds if name in values]
         if len(handlers) != 1:
-            self.fail(path, "a route needs exactly one handler: static or cgi")
+            self.fail(path, f"a route needs exactly one handler: {', '.join(kinds)}")
+
+    def _field_Timeouts_drain(self, data: Any, path: str) -> float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)) or data < 0:
+            self.fail(path, f"expected a number of seconds >= 0, got {_kind(data)}")
+            return 0.0
+        return float(data)
+
+    def _field_Config_trusted_proxies(self, data: Any, path: str) -> tuple[str, ...]:
+        items = [data] if isinstance(data, str) else data
+        if not isinstance(items, list):
+            self.fail(path, f"expected a list of networks such as 10.0.0.0/8, got {_kind(data)}")
+            return ()
+        out = []
+        for i, item in enumerate(items):
+            if item == "unix":
+                out.append(item)
+                continue
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except (TypeError, ValueError):
+                self.fail(f"{path}[{i}]", f'expected an address, a network such as 10.0.0.0/8 or '
+                                          f'"unix", got {_kind(item)}')
+        return tuple(out)
 
     def _check_Config(self, values: dict[str, Any], path: str) -> None:
         if "routes" not in values or not values["routes"]:
@@ -705,8 +748,13 @@ def _is_section(hint: Any) -> bool:
     return any(dataclasses.is_dataclass(arg) for arg in typing.get_args(hint))
 
 
+def _dump_listen(address: ListenAddress) -> str | dict[str, Any]:
+    options = {name: True for name in LISTEN_OPTIONS if getattr(address, name)}
+    return {"address": str(address), **options} if options else str(address)
+
+
 _DUMP_SPECIAL: dict[tuple[str, str], Any] = {
-    ("Config", "listen"): lambda addresses: [str(address) for address in addresses],
+    ("Config", "listen"): lambda addresses: [_dump_listen(address) for address in addresses],
     ("Config", "unix_mode"): lambda mode: f"{mode:04o}",
 }
 

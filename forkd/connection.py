@@ -77,6 +77,7 @@ from forkd.http.framing import BYTES, CLOSE, NONE, PARTS, RAW, BodyWriter, Itera
 from forkd.http.parser import find_head, skip_empty_lines
 from forkd.http.request import ConnectionInfo, Request
 from forkd.http.response import FileRange, Response, UnsafeHeader, error_body, render_head
+from forkd.proxies import client_connection
 from forkd.routing import redirected
 from forkd.services import Services
 
@@ -334,6 +335,9 @@ class Connection:
         self.request = request
         self.started = now
         request.conn = self.info
+        if self.info.trusted_peer:  # a trusted proxy may name the client (forkd.proxies)
+            request.conn = client_connection(self.info, request.headers, services.trusted)
+            self.remote = request.conn.remote_addr
         # Until the body is read the framing of the next request is unknown: an error now closes.
         has_body = self.body_pending = request.chunked or bool(request.content_length)
         services.slot.busy(self.slot_line)
@@ -674,11 +678,13 @@ class Connection:
         services = self.services
         request = self.request
         keep = self.keep
+        body_bytes = self.written - self.head_length
+        elapsed = time.monotonic() - self.started if self.started else 0.0
+        services.slot.count(self.status, max(0, body_bytes), elapsed)
         if services.access_log_enabled:
             services.access_log.record(
                 request or self.refused, self.remote, self.status,
-                max(self.written - self.head_length, 0),
-                time.monotonic() - self.started if self.started else 0.0, _line(self.slot_line),
+                max(0, body_bytes), elapsed, _line(self.slot_line),
             )
         # After an error before a request was parsed or its body read, the client may still be
         # sending: linger so that a reset does not destroy the reply.
@@ -759,9 +765,11 @@ class Connection:
             services = self.services
             services.error_log.debug(f"{self.remote or 'unix'}: {reason}")
             if self.request is not None:
+                body_bytes = max(self.written - self.head_length, 0)
+                services.slot.count(self.status or 499, body_bytes, 0.0)
                 services.access_log.record(
-                    self.request, self.remote, self.status or 499,
-                    max(self.written - self.head_length, 0), 0.0, _line(self.slot_line),
+                    self.request, self.remote, self.status or 499, body_bytes, 0.0,
+                    _line(self.slot_line),
                 )
         self._cleanup()
         self.close()

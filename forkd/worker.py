@@ -52,21 +52,23 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from setproctitle import setproctitle
 
-from forkd import SERVER_SOFTWARE
+from forkd import SERVER_SOFTWARE, scoreboard
 from forkd.config import Config
-from forkd.connection import Connection
+from forkd.connection import BODY, HANDLE, HEAD, LINGER, WRITE, Connection
 from forkd.handlers.base import HandlerContext
 from forkd.http.request import ConnectionInfo
 from forkd.logs import AccessLog, ErrorLog
+from forkd.proxy_prelude import PRELUDE, ProxyPrelude
 from forkd.reactor import Reactor
 from forkd.routing import Router
 from forkd.scoreboard import Slot
 from forkd.services import Services
-from forkd.tls_connection import TlsConnection
+from forkd.tls_connection import SHAKE, TlsConnection
 
 # Bytes a worker writes on its notify pipe to the master.
 READY = b"R"  # booted: handlers built, about to accept
@@ -88,6 +90,12 @@ REFUSAL = (
     b"Connection: close\r\nRetry-After: 1\r\n\r\nserver overloaded.\r\n"
 )
 
+# Connection states as scoreboard gauges (forkd.scoreboard.CONNECTION_STATES).
+GAUGE_IDLE = scoreboard.CONNECTION_STATES.index("idle")
+GAUGE_OF_STATE = {
+    PRELUDE: 0, SHAKE: 0, HEAD: 1, BODY: 1, HANDLE: 3, WRITE: 4, LINGER: 5,
+}
+
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 1 << 28)
@@ -101,6 +109,7 @@ class WorkerContext:
     notify_fd: int  # write end of this worker's pipe to the master
     slot: Slot  # this worker's scoreboard slot
     tls_contexts: Mapping[int, ssl.SSLContext] = field(default_factory=dict)  # by listener fd
+    proxy_fds: frozenset[int] = frozenset()  # listeners where a PROXY header comes first
 
 
 def run_worker(context: WorkerContext) -> int:
@@ -145,7 +154,9 @@ class Worker:
         self.access_log = AccessLog(config.access_log, config.log_format)
         self.reactor = Reactor()
         self.epoll = self.reactor.epoll
-        self.router = Router(config, HandlerContext(config, self.error_log, self.reactor))
+        self.router = Router(
+            config, HandlerContext(config, self.error_log, self.reactor, context.slot.board)
+        )
         self.services = Services(
             config, self.reactor, self.router, self.error_log, self.access_log, context.slot,
             SERVER_SOFTWARE if config.server_tokens else "forkd", self.forget, self.request_done,
@@ -169,6 +180,7 @@ class Worker:
         self.yield_refilled = time.monotonic()
         self.listener_info = {fd: _listener_facts(sock) for fd, sock in self.listeners.items()}
         self.tls_contexts = context.tls_contexts
+        self.proxy_fds = context.proxy_fds
         self.epoll.register(self.wakeup_read, EPOLLIN)
         self._listen(True)
 
@@ -201,6 +213,7 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------------
 
     def run(self) -> int:
+        self.slot.set_state(scoreboard.READY)
         self._notify(READY)
         self.error_log.debug(f"worker of generation {self.context.generation} ready")
         next_tick = 0.0
@@ -294,6 +307,19 @@ class Worker:
             self._listen(True)
         if self.retiring:
             self._retire_step(now)
+        self._publish_gauges()
+
+    def _publish_gauges(self) -> None:
+        """Connections by state and CGI scripts running, into this worker's scoreboard slot."""
+        counts = [0] * scoreboard.GAUGES
+        for connection in self.connections.values():
+            state = connection.state
+            if state == HEAD and connection.idle:
+                counts[GAUGE_IDLE] += 1
+            elif state in GAUGE_OF_STATE:
+                counts[GAUGE_OF_STATE[state]] += 1
+        counts[scoreboard.G_CGI] = sum(getattr(h, "running", 0) for h in self.router.handlers())
+        self.slot.set_gauges(counts)
 
     def _notify(self, message: bytes) -> None:
         try:
@@ -329,6 +355,7 @@ class Worker:
         if self.retiring:
             return
         self.retiring = self.services.retiring = True
+        self.slot.set_state(scoreboard.RETIRING)
         self.retire_at = now + min(RETIRE_GRACE, self.timeouts.graceful)
         self.give_up_at = now + self.timeouts.graceful
         self._listen(False)
@@ -391,12 +418,15 @@ class Worker:
             _refuse(sock)
             return
         context = self.tls_contexts.get(fd)
-        if context is None:
-            connection = Connection(self.services, sock, info, now)
+        if fd in self.proxy_fds:
+            if not self.services.trusted.trusts(info.remote_addr):
+                sock.close()  # a PROXY header is accepted from trusted_proxies only
+                return
+            prelude = ProxyPrelude(self.services, sock, info, now, partial(self._open, context))
+            self.connections[prelude.fd] = prelude  # type: ignore[assignment]
         else:
-            connection = TlsConnection(self.services, sock, info, now, context)
-        self.connections[connection.fd] = connection
-        self.epoll.register(connection.fd, EPOLLIN)
+            self._open(context, sock, info, now)
+        self.epoll.register(sock.fileno(), EPOLLIN)
         if self.rotate_accepts and not (self.retiring or self.accept_paused_until):
             # EPOLLEXCLUSIVE wakes the first waiting epoll on the listener's wait queue, and
             # registration appends to it: without this the first worker would take nearly every
@@ -405,6 +435,16 @@ class Worker:
             self.epoll.unregister(fd)
             self.epoll.register(fd, EPOLLIN | EPOLLEXCLUSIVE)
             self._let_others_accept(now)
+
+    def _open(self, context: ssl.SSLContext | None, sock: socket.socket, info: ConnectionInfo,
+              now: float) -> Connection:
+        """The connection for an accepted socket (after its PROXY header, if any), in the table."""
+        if context is None:
+            connection = Connection(self.services, sock, info, now)
+        else:
+            connection = TlsConnection(self.services, sock, info, now, context)
+        self.connections[connection.fd] = connection
+        return connection
 
     def _let_others_accept(self, now: float) -> None:
         """Yield the CPU after an accept, at most YIELD_RATE times a second.
@@ -426,12 +466,16 @@ class Worker:
         sock.setblocking(False)
         family, server_addr, server_port, nodelay_inherited = self.listener_info[fd]
         if family == socket.AF_UNIX:
-            return ConnectionInfo("", 0, "", 0)
+            return ConnectionInfo("", 0, "", 0, trusted_peer=self.services.trusted.unix)
         if not nodelay_inherited:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if server_addr in ("0.0.0.0", "::"):  # a wildcard listener: which address was reached?
             server_addr, server_port = sock.getsockname()[:2]
-        return ConnectionInfo(address[0], address[1], server_addr, server_port)
+        info = ConnectionInfo(address[0], address[1], server_addr, server_port)
+        trusted = self.services.trusted
+        if trusted and trusted.trusts(address[0]):
+            info.trusted_peer = True  # its Forwarded / X-Forwarded-For may name the client
+        return info
 
     def _close_oldest_idle(self) -> bool:
         """Close the idle connection waiting longest (the one whose keep-alive ends first)."""

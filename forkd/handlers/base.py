@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from forkd.config import Config
     from forkd.logs import ErrorLog
     from forkd.reactor import Reactor
+    from forkd.scoreboard import Scoreboard
 
 
 class Reply(Protocol):
@@ -63,6 +64,7 @@ class HandlerContext:
     config: Config
     log: ErrorLog
     reactor: Reactor
+    board: Scoreboard | None = None  # the whole scoreboard, for the status and health routes
 
 
 class InternalRedirect(Exception):

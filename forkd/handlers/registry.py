@@ -16,6 +16,8 @@ from forkd.handlers.base import Handler, HandlerContext
 HANDLER_TYPES: dict[str, str] = {
     "static": "forkd.handlers.static:StaticHandler",
     "cgi": "forkd.handlers.cgi:CgiHandler",
+    "status": "forkd.handlers.status:StatusHandler",
+    "health": "forkd.handlers.health:HealthHandler",
 }
 
 
