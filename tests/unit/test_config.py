@@ -91,7 +91,7 @@ def test_unknown_keys_and_wrong_types_name_their_path(base: Path) -> None:
         "4:21: limits.bodies: unknown key (did you mean body?)",
         "5:16: server_tokens: expected true or false, got the string 'yes'",
         "8:44: routes[0].static.autoindx: unknown key (did you mean autoindex?)",
-        "9:5: routes[1]: a route needs exactly one handler: static or cgi",
+        "9:5: routes[1]: a route needs exactly one handler: static, cgi, status, health",
         "9:13: routes[1].prefix: must be a path starting with '/', got 'nope'",
     ]
 
@@ -286,6 +286,8 @@ def test_bad_listen_addresses(text: object, reason: str) -> None:
 BOTH_HANDLERS = """\
 routes:
   - {prefix: /cgi-bin/, cgi: {root: cgi-bin}}
+  - {prefix: /server-status, status: {}}
+  - {prefix: /healthz, health: {}}
   - {prefix: /, static: {root: www}}
 """
 
