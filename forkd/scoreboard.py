@@ -350,10 +350,8 @@ class Scoreboard:
             last_reload=verdict + message.decode("utf-8", "replace") if verdict else "",
             last_reload_wall=float(q[H_LAST_RELOAD_WALL]),
         )
-        for _ in range(1000):
+        for _ in range(1000):  # a fold takes microseconds; a master stopped mid-fold: last read
             seq = q[H_SEQ]
-            if seq & 1:
-                continue
             counters = [q[H_TOTALS + i] for i in range(COUNTERS)]
             gauges = [0] * GAUGES
             workers = []
@@ -366,9 +364,9 @@ class Scoreboard:
                 for i in range(GAUGES):
                     gauges[i] += sq[S_GAUGES + i]
                 workers.append(self._worker(slot, now))
-            if q[H_SEQ] == seq:
-                snapshot.counters, snapshot.gauges, snapshot.workers = counters, gauges, workers
+            if not seq & 1 and q[H_SEQ] == seq:
                 break
+        snapshot.counters, snapshot.gauges, snapshot.workers = counters, gauges, workers
         return snapshot
 
     @staticmethod
