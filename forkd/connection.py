@@ -679,18 +679,20 @@ class Connection:
         request = self.request
         keep = self.keep
         body_bytes = self.written - self.head_length
+        body_bytes = max(body_bytes, 0)
         elapsed = time.monotonic() - self.started if self.started else 0.0
-        services.slot.count(self.status, max(0, body_bytes), elapsed)
+        # Counted in the scoreboard; the slot is idle again if the request had made it busy.
+        services.slot.done(self.status, body_bytes, elapsed, request is not None)
         if services.access_log_enabled:
             services.access_log.record(
-                request or self.refused, self.remote, self.status,
-                max(0, body_bytes), elapsed, _line(self.slot_line),
+                request or self.refused, self.remote, self.status, body_bytes, elapsed,
+                _line(self.slot_line),
             )
         # After an error before a request was parsed or its body read, the client may still be
         # sending: linger so that a reset does not destroy the reply.
         linger = request is None or self.body_pending or bool(self.buffer)
         deferred = self.deferred
-        self._cleanup()
+        self._cleanup(False)
         if request is not None:
             services.request_done()
         if not keep:
@@ -716,8 +718,9 @@ class Connection:
             except Exception:  # noqa: BLE001 - cleanup must not stop the loop
                 self.services.error_log.error(f"response cleanup failed: {traceback.format_exc()}")
 
-    def _cleanup(self) -> None:
-        """Release what the request held: the response, its exchange, the body, the slot."""
+    def _cleanup(self, idle: bool = True) -> None:
+        """Release what the request held: the response, its exchange, the body, the slot (unless
+        `done` already made it idle)."""
         services = self.services
         if self.response is not None and self.response.cleanup is not None:
             self._release_response()
@@ -731,7 +734,7 @@ class Connection:
             self.body_file.close()
         if self.body_held:
             services.body_bytes -= self.body_held
-        if self.request is not None:
+        if idle and self.request is not None:
             services.slot.idle()
         self.out.clear()
         self._reset_request()

@@ -18,18 +18,7 @@ import json
 import time
 from typing import Any
 
-from forkd.scoreboard import (
-    BOUNDS,
-    C_BUCKETS,
-    C_BYTES,
-    C_DURATION_US,
-    C_TLS_FAILED,
-    C_TLS_OK,
-    CLASSES,
-    CONNECTION_STATES,
-    G_CGI,
-    Snapshot,
-)
+from forkd.scoreboard import BOUNDS, CONNECTION_STATES, G_CGI, Snapshot
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LETTERS = {"idle": "_", "busy": "W", "starting": "S", "retiring": "G"}
@@ -37,16 +26,17 @@ LETTERS = {"idle": "_", "busy": "W", "starting": "S", "retiring": "G"}
 
 def counters(snapshot: Snapshot) -> dict[str, Any]:
     """The server-wide counters and gauges as a flat mapping (the JSON `counters`)."""
-    c = snapshot.counters
+    buckets = snapshot.buckets
+    ok, failed = snapshot.tls_handshakes
     return {
         "requests": snapshot.requests,
-        "requests_by_class": {name: c[i] for i, name in enumerate(CLASSES)},
-        "response_bytes": c[C_BYTES],
-        "request_duration_seconds_sum": c[C_DURATION_US] / 1e6,
-        "request_duration_buckets": {
-            _le(i): sum(c[C_BUCKETS : C_BUCKETS + i + 1]) for i in range(len(BOUNDS) + 1)
+        "requests_by_class": snapshot.by_class,
+        "response_bytes": snapshot.response_bytes,
+        "request_duration_seconds_sum": round(snapshot.duration_sum, 6),
+        "request_duration_buckets": {  # cumulative, as in Prometheus
+            _le(i): sum(buckets[: i + 1]) for i in range(len(buckets))
         },
-        "tls_handshakes": {"ok": c[C_TLS_OK], "failed": c[C_TLS_FAILED]},
+        "tls_handshakes": {"ok": ok, "failed": failed},
         "worker_restarts": snapshot.restarts,
         "reloads": {"ok": snapshot.reloads_ok, "rejected": snapshot.reloads_rejected},
         "workers": {"busy": snapshot.busy, "idle": snapshot.idle},
@@ -77,7 +67,6 @@ def render_json(snapshot: Snapshot) -> str:
 
 
 def render_prometheus(snapshot: Snapshot) -> str:
-    c = snapshot.counters
     out: list[str] = []
 
     def family(name: str, kind: str, text: str, samples: list[tuple[str, float | int]]) -> None:
@@ -86,17 +75,18 @@ def render_prometheus(snapshot: Snapshot) -> str:
         out.extend(f"{series} {_number(value)}" for series, value in samples)
 
     family("forkd_requests_total", "counter", "Responses finished, by status class.",
-           [(f'forkd_requests_total{{class="{name}"}}', c[i]) for i, name in enumerate(CLASSES)])
+           [(f'forkd_requests_total{{class="{name}"}}', count)
+            for name, count in snapshot.by_class.items()])
     family("forkd_response_bytes_total", "counter", "Response body bytes sent.",
-           [("forkd_response_bytes_total", c[C_BYTES])])
+           [("forkd_response_bytes_total", snapshot.response_bytes)])
     buckets = []
     running = 0
-    for i in range(len(BOUNDS) + 1):
-        running += c[C_BUCKETS + i]
+    for i, count in enumerate(snapshot.buckets):
+        running += count
         buckets.append((f'forkd_request_duration_seconds_bucket{{le="{_le(i)}"}}', running))
     family("forkd_request_duration_seconds", "histogram",
            "Time from a complete request head to the end of its response.",
-           [*buckets, ("forkd_request_duration_seconds_sum", c[C_DURATION_US] / 1e6),
+           [*buckets, ("forkd_request_duration_seconds_sum", round(snapshot.duration_sum, 6)),
             ("forkd_request_duration_seconds_count", running)])
     family("forkd_workers", "gauge", "Workers serving a request (busy) or waiting (idle).",
            [('forkd_workers{state="busy"}', snapshot.busy),
@@ -112,8 +102,8 @@ def render_prometheus(snapshot: Snapshot) -> str:
            [('forkd_reloads_total{outcome="ok"}', snapshot.reloads_ok),
             ('forkd_reloads_total{outcome="rejected"}', snapshot.reloads_rejected)])
     family("forkd_tls_handshakes_total", "counter", "TLS handshakes, by result.",
-           [('forkd_tls_handshakes_total{result="ok"}', c[C_TLS_OK]),
-            ('forkd_tls_handshakes_total{result="failed"}', c[C_TLS_FAILED])])
+           [('forkd_tls_handshakes_total{result="ok"}', snapshot.tls_handshakes[0]),
+            ('forkd_tls_handshakes_total{result="failed"}', snapshot.tls_handshakes[1])])
     family("forkd_generation", "gauge", "The serving generation (1 + successful reloads).",
            [("forkd_generation", snapshot.generation)])
     family("forkd_uptime_seconds", "gauge", "Seconds since the master started.",
@@ -126,7 +116,7 @@ def render_prometheus(snapshot: Snapshot) -> str:
 def render_auto(snapshot: Snapshot) -> str:
     """Apache mod_status `?auto`."""
     uptime = max(int(snapshot.uptime), 1)
-    total_bytes = snapshot.counters[C_BYTES]
+    total_bytes = snapshot.response_bytes
     board = "".join(LETTERS.get(w.state, ".") for w in snapshot.workers)
     lines = [
         "ServerVersion: forkd",
