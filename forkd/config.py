@@ -573,6 +573,8 @@ class _Builder:
                 out.append(item)
                 continue
             try:
+                if not isinstance(item, str):
+                    raise TypeError(item)  # ip_network would take the integer 5 as 0.0.0.5
                 out.append(str(ipaddress.ip_network(item, strict=False)))
             except (TypeError, ValueError):
                 self.fail(f"{path}[{i}]", f'expected an address, a network such as 10.0.0.0/8 or '
