@@ -359,9 +359,9 @@ def test_proxies_drain_and_proxy_listeners_load_and_dump_back(base: Path) -> Non
 def test_bad_trusted_proxies_and_drain(base: Path) -> None:
     assert problems(MINIMAL + "trusted_proxies: [10.0.0.0/33, 5]\ntimeouts: {drain: -1}\n",
                     base) == [
-        "2:19: trusted_proxies[0]: expected an address, a network such as 10.0.0.0/8 or "
-        "\"unix\", got the string '10.0.0.0/33'",
-        "2:32: trusted_proxies[1]: expected an address, a network such as 10.0.0.0/8 or "
-        '"unix", got int 5',
+        ("2:19: trusted_proxies[0]: expected an address, a network such as 10.0.0.0/8 or "
+        "\"unix\", got the string '10.0.0.0/33'"),
+        ("2:32: trusted_proxies[1]: expected an address, a network such as 10.0.0.0/8 or "
+        '"unix", got int 5'),
         "3:19: timeouts.drain: expected a number of seconds >= 0, got int -1",
     ]
