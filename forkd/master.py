@@ -19,6 +19,12 @@ Listeners whose address the new config still lists are the very same sockets, so
 listening; addresses that disappeared are closed once the last worker of the generation that used
 them is gone.
 
+The scoreboard (forkd.scoreboard) is created before the first fork: the master claims a slot for
+each worker it forks, folds a dead worker's counters into the totals when it reaps it, and keeps
+the header (generation, reloads and their verdicts, restarts, the drain flag) current. Draining:
+SIGUSR2 applies what `forkd -s drain|undrain` wrote into the header; a TERM with timeouts.drain
+first drains for that long (listeners open, health routes 503), then stops gracefully.
+
 Liveness: each worker writes a heartbeat byte at least once a second, and its scoreboard Slot says
 which request it is serving and since when. A worker silent for `timeouts.worker`, or busy with one
 request for that long, is killed with SIGKILL and replaced; the error log names its pid and the

@@ -11,7 +11,9 @@ one single-threaded process with one epoll instance over:
   the back of the line) and, in a burst, yields the CPU once: keep-alive connections opened
   together then spread over the workers instead of all landing on the first one;
 - its own connections (forkd.connection.Connection: the per-connection HTTP state machine), each
-  registered for EPOLLIN, switched to EPOLLOUT only while a response waits for the socket;
+  registered for EPOLLIN, switched to EPOLLOUT only while a response waits for the socket; on a
+  `proxy_protocol` listener a connection starts as a forkd.proxy_prelude.ProxyPrelude (trusted
+  peers only) that reads the PROXY header and then puts the real connection in its place;
 - every other descriptor a request needs (a CGI script's pipes, the pidfd of a script being
   stopped), registered by its handler through the reactor (forkd.reactor) with a watcher to call;
 - the read end of a self-pipe given to signal.set_wakeup_fd, so a signal interrupts the wait.
@@ -26,6 +28,7 @@ accepting, finish requests in flight, answer the next request of each kept-alive
 and QUIT exit at once; USR1 reopens the logs; HUP is ignored (reload is the master's business).
 
 Every turn of the loop at most every TICK seconds the worker writes HEARTBEAT on its notify pipe,
+publishes its connection gauges in its scoreboard slot,
 expires deadlines (header, body, keep-alive, send; see Connection), resumes accepting after a
 pause and checks that its master is still alive (a worker never outlives its master). The access
 log is flushed at the end of each turn, i.e. at once when the loop goes idle.
