@@ -164,7 +164,7 @@ class Worker:
             config, self.reactor, self.router, self.error_log, self.access_log, context.slot,
             SERVER_SOFTWARE if config.server_tokens else "forkd", self.forget, self.request_done,
         )
-        self.connections: dict[int, Connection] = {}
+        self.connections: dict[int, Connection | ProxyPrelude] = {}
         self.ready = self.services.ready  # connections with buffered pipelined requests
         self.retiring = False
         self.retire_at = 0.0  # idle connections are closed from then on
@@ -265,7 +265,7 @@ class Worker:
         self._shutdown()
         return EXIT_OK
 
-    def _connection_failed(self, connection: Connection) -> None:
+    def _connection_failed(self, connection: Connection | ProxyPrelude) -> None:
         self.error_log.error(f"connection failed: {traceback.format_exc()}")
         try:
             connection.abort("internal error")
@@ -426,7 +426,7 @@ class Worker:
                 sock.close()  # a PROXY header is accepted from trusted_proxies only
                 return
             prelude = ProxyPrelude(self.services, sock, info, now, partial(self._open, context))
-            self.connections[prelude.fd] = prelude  # type: ignore[assignment]
+            self.connections[prelude.fd] = prelude
         else:
             self._open(context, sock, info, now)
         self.epoll.register(sock.fileno(), EPOLLIN)
@@ -510,7 +510,7 @@ class Worker:
 
     # -- services for connections ----------------------------------------------------------------
 
-    def forget(self, connection: Connection) -> None:
+    def forget(self, connection: Connection | ProxyPrelude) -> None:
         """Drop a connection whose socket is closed next.
 
         No epoll_ctl(DEL): closing the descriptor takes it out of the epoll set, because no other
