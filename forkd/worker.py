@@ -93,10 +93,14 @@ REFUSAL = (
     b"Connection: close\r\nRetry-After: 1\r\n\r\nserver overloaded.\r\n"
 )
 
-# Connection states as scoreboard gauges (forkd.scoreboard.CONNECTION_STATES).
-GAUGE_IDLE = scoreboard.CONNECTION_STATES.index("idle")
+# Connection states as scoreboard gauges (forkd.scoreboard.CONNECTION_STATES); an idle
+# kept-alive connection is HEAD with nothing received yet.
+_GAUGE = scoreboard.CONNECTION_STATES.index
+GAUGE_IDLE = _GAUGE("idle")
 GAUGE_OF_STATE = {
-    PRELUDE: 0, SHAKE: 0, HEAD: 1, BODY: 1, HANDLE: 3, WRITE: 4, LINGER: 5,
+    PRELUDE: _GAUGE("handshake"), SHAKE: _GAUGE("handshake"), HEAD: _GAUGE("reading"),
+    BODY: _GAUGE("reading"), HANDLE: _GAUGE("handling"), WRITE: _GAUGE("writing"),
+    LINGER: _GAUGE("closing"),
 }
 
 EPOLLIN = select.EPOLLIN
