@@ -6,12 +6,19 @@
     forkd -c FILE -s reload            reload the running master and wait for the outcome
     forkd -c FILE -s stop | quit       graceful (TERM) or fast (QUIT) stop; waits for the exit
     forkd -c FILE -s reopen            reopen the log files (USR1)
+    forkd -c FILE -s status            print the live scoreboard
+    forkd -c FILE -s drain | undrain   health routes answer 503 (or 200 again); waits until they do
     forkd --version
 
 The running master is found through the config's `pidfile`. `-s reload` is synchronous: it reads the
 reload status file beside the pidfile, sends SIGHUP and waits until a reload that began after the
 signal has ended, then exits 0 (the new generation serves) or 1 (printing why it was rejected). The
 protocol and why it cannot confuse concurrent reloads are described in forkd/pidfile.py.
+
+`-s status`, `-s drain` and `-s undrain` map the master's scoreboard file beside the pidfile
+(`PIDFILE.scoreboard`, forkd/scoreboard.py): status renders it as the status route does; drain and
+undrain write the wanted state into its header, send SIGUSR2 (the master applies and logs it) and
+wait until the master's `draining` flag says so.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from typing import Any
 import click
 import yaml
 
-from forkd import __version__, pidfile
+from forkd import __version__, pidfile, scoreboard
 from forkd.config import ConfigError, dump, load
 from forkd.logs import ErrorLog
+from forkd.metrics import render_text
 
 ACTIONS = {
     "reload": signal.SIGHUP,
@@ -36,6 +44,8 @@ ACTIONS = {
     "quit": signal.SIGQUIT,
     "reopen": signal.SIGUSR1,
 }
+BOARD_ACTIONS = ("status", "drain", "undrain")  # through the scoreboard file, not only a signal
+DRAIN_WAIT = 10.0
 RELOAD_WAIT = 45.0  # seconds: above the master's boot timeout for a new generation
 POLL = 0.02
 
@@ -83,9 +93,10 @@ operator's guide: README.md in the forkd sources (sections "Set-up" and "Operato
     "-s",
     "--signal",
     "action",
-    type=click.Choice(list(ACTIONS)),
+    type=click.Choice([*ACTIONS, *BOARD_ACTIONS]),
     help="Signal the running master found through FILE's pidfile: reload (and wait for the "
-    "outcome), stop (graceful), quit (fast) or reopen (the log files).",
+    "outcome), stop (graceful), quit (fast), reopen (the log files), status (print the "
+    "scoreboard), drain or undrain (health routes answer 503, or 200 again).",
 )
 @click.version_option(__version__, "--version", prog_name="forkd", message="%(prog)s %(version)s")
 def main(config_file: str, check: bool, print_config: bool, action: str | None) -> None:
@@ -167,6 +178,8 @@ def signal_master(config_file: str, action: str) -> int:
         return fail(f"forkd is not running (no live master in pidfile {pid_path})")
     if action == "reload":
         return reload(pid, pid_path)
+    if action in BOARD_ACTIONS:
+        return board_action(pid, pid_path, action)
     os.kill(pid, ACTIONS[action])
     if action in ("stop", "quit"):
         return wait_for_exit(pid, graceful + 10.0)
@@ -195,6 +208,31 @@ def reload(pid: int, pid_path: Path) -> int:
     return fail(f"no reload outcome from master {pid} within {RELOAD_WAIT:.0f}s")
 
 
+def board_action(pid: int, pid_path: Path, action: str) -> int:
+    """status: print the scoreboard; drain / undrain: set the state, wait until the master has."""
+    path = scoreboard.file_path(pid_path)
+    try:
+        board = scoreboard.Scoreboard.open(path, writable=action != "status")
+    except (OSError, ValueError) as exc:
+        return fail(f"cannot read the scoreboard {path}: {getattr(exc, 'strerror', None) or exc}")
+    if board.q[scoreboard.H_MASTER_PID] != pid:
+        return fail(f"{path} is not the scoreboard of master {pid}")
+    if action == "status":
+        click.echo(render_text(board.snapshot()), nl=False)
+        return 0
+    wanted = action == "drain"
+    board.set(scoreboard.H_DRAIN_WANTED, int(wanted))
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + DRAIN_WAIT
+    while board.draining != wanted:
+        if time.monotonic() > deadline or not pidfile.is_forkd_master(pid):
+            return fail(f"master {pid} did not {action} within {DRAIN_WAIT:.0f}s")
+        time.sleep(POLL)
+    click.echo("forkd: draining: health routes answer 503" if wanted
+               else "forkd: not draining: health routes answer 200")
+    return 0
+
+
 def wait_for_exit(pid: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while pidfile.is_forkd_master(pid):
@@ -211,7 +249,7 @@ def pidfile_of(config_file: str) -> tuple[Path | None, float]:
     """
     try:
         config = load(config_file)
-        return config.pidfile, config.timeouts.graceful
+        return config.pidfile, config.timeouts.graceful + config.timeouts.drain
     except ConfigError as exc:
         problems = exc
     try:

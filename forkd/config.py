@@ -84,6 +84,7 @@ class ListenAddress:
     port: int = 0
     path: str = ""
     tls: bool = False  # HTTPS on this listener (the mapping form's `tls: true`)
+    proxy_protocol: bool = False  # a PROXY v1/v2 header from a trusted proxy comes first
 
     def __str__(self) -> str:
         if self.family == "unix":
@@ -101,6 +102,7 @@ class Timeouts:
     graceful: float = 30.0  # TERM / reload: how long retiring workers may finish requests
     send: float = 60.0  # a client that reads nothing of its response for this long is dropped
     worker: float = 120.0  # a worker busy with one request (or silent) this long is stuck: killed
+    drain: float = 0.0  # TERM: health routes answer 503 this long before the listeners close
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,17 @@ class WebSocketConfig:
     binary: bool = False  # messages are raw bytes both ways instead of lines of text
 
 
+# -- observability and proxies (issue 14): the status and health route types ----------------------
+@dataclass(frozen=True)
+class StatusConfig:
+    """The live scoreboard (HTML, ?format=json|prometheus, ?auto); protect it with `access`."""
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """200 "ok", or 503 while the server drains (forkd -s drain, timeouts.drain)."""
+
+
 @dataclass(frozen=True)
 class Route:
     prefix: str
@@ -228,6 +241,8 @@ class Route:
     redirect: RedirectConfig | None = None
     fastcgi: FastCgiConfig | None = None  # issue 17
     websocket: WebSocketConfig | None = None  # issue 15
+    status: StatusConfig | None = None  # issue 14
+    health: HealthConfig | None = None  # issue 14
     access: AccessConfig | None = None  # options any route may carry (issue 12)
     auth_basic: AuthBasicConfig | None = None
 
@@ -298,6 +313,9 @@ class Config:
     tls: TlsConfig | None = None  # needed by listeners with `tls: true`
     hsts: str | None = None  # Strict-Transport-Security value for HTTPS answers
     servers: tuple[ServerConfig, ...] = ()  # virtual hosts; none: `routes` serve every Host
+    # Issue 14: peers (CIDRs, or "unix" for unix-socket peers) whose PROXY header, Forwarded or
+    # X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
     source: Path | None = None  # the file this came from (not a YAML key)
 
     def tls_settings(self) -> TlsConfig | None:
@@ -574,8 +592,6 @@ class _Builder:
                     self.fail(f"{path}.{key}", "unknown key")
                 elif not isinstance(options[key], bool):
                     self.fail(f"{path}.{key}", f"expected true or false, got {_kind(options[key])}")
-            if options.get("proxy_protocol") is True:
-                self.fail(f"{path}.proxy_protocol", "not supported yet")
             path = f"{path}.address"
         address = parse_listen(item)
         if isinstance(address, str):
@@ -585,6 +601,8 @@ class _Builder:
             if address.family == "unix":
                 self.fail(path, "tls is for TCP listeners")
             address = dataclasses.replace(address, tls=True)
+        if options.get("proxy_protocol") is True:
+            address = dataclasses.replace(address, proxy_protocol=True)
         return address
 
     def _field_Config_workers(self, data: Any, path: str) -> int:
@@ -740,6 +758,31 @@ class _Builder:
             self.fail(f"{path}.max_message", "must be at least 1")
         if values.get("max_processes") == 0:
             self.fail(f"{path}.max_processes", "must be at least 1")
+
+    def _field_Timeouts_drain(self, data: Any, path: str) -> float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)) or data < 0:
+            self.fail(path, f"expected a number of seconds >= 0, got {_kind(data)}")
+            return 0.0
+        return float(data)
+
+    def _field_Config_trusted_proxies(self, data: Any, path: str) -> tuple[str, ...]:
+        items = [data] if isinstance(data, str) else data
+        if not isinstance(items, list):
+            self.fail(path, f"expected a list of networks such as 10.0.0.0/8, got {_kind(data)}")
+            return ()
+        out = []
+        for i, item in enumerate(items):
+            if item == "unix":
+                out.append(item)
+                continue
+            try:
+                if not isinstance(item, str):
+                    raise TypeError(item)  # ip_network would take the integer 5 as 0.0.0.5
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except (TypeError, ValueError):
+                self.fail(f"{path}[{i}]", f'expected an address, a network such as 10.0.0.0/8 or '
+                                          f'"unix", got {_kind(item)}')
+        return tuple(out)
 
     def _check_Config(self, values: dict[str, Any], path: str) -> None:
         if not values.get("routes") and not values.get("servers"):
@@ -1051,8 +1094,13 @@ def _is_section(hint: Any) -> bool:
     return any(dataclasses.is_dataclass(arg) for arg in typing.get_args(hint))
 
 
+def _dump_listen(address: ListenAddress) -> str | dict[str, Any]:
+    options = {name: True for name in LISTEN_OPTIONS if getattr(address, name)}
+    return {"address": str(address), **options} if options else str(address)
+
+
 _DUMP_SPECIAL: dict[tuple[str, str], Any] = {
-    ("Config", "listen"): lambda addresses: [str(address) for address in addresses],
+    ("Config", "listen"): lambda addresses: [_dump_listen(address) for address in addresses],
     ("Config", "unix_mode"): lambda mode: f"{mode:04o}",
     ("Route", "access"): lambda access: {  # the rules in the order they apply
         key: list(getattr(access, key))

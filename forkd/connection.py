@@ -86,6 +86,7 @@ from forkd.http.framing import BYTES, CLOSE, NONE, PARTS, RAW, BodyWriter, Itera
 from forkd.http.parser import find_head, skip_empty_lines
 from forkd.http.request import ConnectionInfo, Request
 from forkd.http.response import FileRange, Response, UnsafeHeader, error_body, render_head
+from forkd.proxies import client_connection
 from forkd.routing import redirected
 from forkd.services import Services
 
@@ -359,6 +360,9 @@ class Connection:
         self.request = request
         self.started = now
         request.conn = self.info
+        if self.info.trusted_peer:  # a trusted proxy may name the client (forkd.proxies)
+            request.conn = client_connection(self.info, request.headers, services.trusted)
+            self.remote = request.conn.remote_addr
         # Until the body is read the framing of the next request is unknown: an error now closes.
         has_body = self.body_pending = request.chunked or bool(request.content_length)
         services.slot.busy(self.slot_line)
@@ -741,17 +745,22 @@ class Connection:
         services = self.services
         request = self.request
         keep = self.keep
+        body_bytes = self.written - self.head_length
+        if body_bytes < 0:  # noqa: PLR1730 - cheaper than a call to max() on the hot path
+            body_bytes = 0
+        elapsed = time.monotonic() - self.started if self.started else 0.0
+        # Counted in the scoreboard; the slot is idle again if the request had made it busy.
+        services.slot.done(self.status, body_bytes, elapsed, request is not None)
         if services.access_log_enabled:
             services.access_log.record(
-                request or self.refused, self.remote, self.status,
-                max(self.written - self.head_length, 0),
-                time.monotonic() - self.started if self.started else 0.0, _line(self.slot_line),
+                request or self.refused, self.remote, self.status, body_bytes, elapsed,
+                _line(self.slot_line),
             )
         # After an error before a request was parsed or its body read, the client may still be
         # sending: linger so that a reset does not destroy the reply.
         linger = request is None or self.body_pending or bool(self.buffer)
         deferred = self.deferred
-        self._cleanup()
+        self._cleanup(False)
         if request is not None:
             services.request_done()
         if not keep:
@@ -777,8 +786,9 @@ class Connection:
             except Exception:  # noqa: BLE001 - cleanup must not stop the loop
                 self.services.error_log.error(f"response cleanup failed: {traceback.format_exc()}")
 
-    def _cleanup(self) -> None:
-        """Release what the request held: the response, its exchange, the body, the slot."""
+    def _cleanup(self, idle: bool = True) -> None:
+        """Release what the request held: the response, its exchange, the body, the slot (unless
+        `done` already made it idle)."""
         services = self.services
         if self.response is not None and self.response.cleanup is not None:
             self._release_response()
@@ -792,7 +802,7 @@ class Connection:
             self.body_file.close()
         if self.body_held:
             services.body_bytes -= self.body_held
-        if self.request is not None:
+        if idle and self.request is not None:
             services.slot.idle()
         self.out.clear()
         self._reset_request()
@@ -826,9 +836,11 @@ class Connection:
             services = self.services
             services.error_log.debug(f"{self.remote or 'unix'}: {reason}")
             if self.request is not None:
+                body_bytes = max(self.written - self.head_length, 0)
+                services.slot.count(self.status or 499, body_bytes, 0.0)
                 services.access_log.record(
-                    self.request, self.remote, self.status or 499,
-                    max(self.written - self.head_length, 0), 0.0, _line(self.slot_line),
+                    self.request, self.remote, self.status or 499, body_bytes, 0.0,
+                    _line(self.slot_line),
                 )
         self._cleanup()
         self.close()

@@ -19,6 +19,12 @@ Listeners whose address the new config still lists are the very same sockets, so
 listening; addresses that disappeared are closed once the last worker of the generation that used
 them is gone.
 
+The scoreboard (forkd.scoreboard) is created before the first fork: the master claims a slot for
+each worker it forks, folds a dead worker's counters into the totals when it reaps it, and keeps
+the header (generation, reloads and their verdicts, restarts, the drain flag) current. Draining:
+SIGUSR2 applies what `forkd -s drain|undrain` wrote into the header; a TERM with timeouts.drain
+first drains for that long (listeners open, health routes 503), then stops gracefully.
+
 Liveness: each worker writes a heartbeat byte at least once a second, and its scoreboard Slot says
 which request it is serving and since when. A worker silent for `timeouts.worker`, or busy with one
 request for that long, is killed with SIGKILL and replaced; the error log names its pid and the
@@ -60,10 +66,11 @@ from setproctitle import setproctitle
 
 from forkd import listeners as listeners_module
 from forkd import logs, pidfile, supervision, tls
+from forkd import scoreboard as sb
 from forkd.config import Config, ConfigError, load
 from forkd.listeners import Listener, ListenError
 from forkd.logs import LEVELS, ErrorLog
-from forkd.scoreboard import Slot
+from forkd.scoreboard import Scoreboard, Slot
 from forkd.systemd import Notifier, listen_fds
 
 WorkerMain = Callable[[supervision.WorkerContext], int]  # a worker's entry point, given by cli
@@ -95,6 +102,7 @@ class Generation:
     # The TLS listeners' contexts, keyed by listening socket fd: built by the master before the
     # generation's workers fork (they share its session-ticket keys and never read a key file).
     tls_contexts: dict[int, ssl.SSLContext] = field(default_factory=dict)
+    proxy_fds: frozenset[int] = frozenset()  # listeners where a PROXY header comes first
 
 
 @dataclass(eq=False)
@@ -169,8 +177,13 @@ class Master:
             signal.SIGTTIN: self.more_workers,
             signal.SIGTTOU: self.fewer_workers,
             signal.SIGUSR1: self.reopen_logs,
+            signal.SIGUSR2: self.apply_drain_request,
             signal.SIGCHLD: self.reap,
         }
+        self.board: Scoreboard | None = None  # created in start(), beside the pidfile if any
+        self.drain_until: float | None = None  # TERM with timeouts.drain: when the stop begins
+        self.drained_since = 0.0
+        self.drained_for_stop = ""  # the signal that began a drain before stopping
         self.reloads = pidfile.ReloadRecorder(None, self.pid, 1)
 
     # -- start and stop -------------------------------------------------------------------------
@@ -210,6 +223,7 @@ class Master:
         check_user(config)
         own_logs(config)
         self.write_pidfile()
+        self.create_board()
         listeners = self.adopt_or_bind(config)
         for listener in listeners:
             self.log.info(f"listening on {listener.real_address}")
@@ -224,7 +238,7 @@ class Master:
             contexts = tls_contexts(config, listeners)
         except tls.TlsError as exc:
             raise StartupError(f"tls: {exc}") from None
-        generation = Generation(1, config, listeners, contexts)
+        generation = Generation(1, config, listeners, contexts, proxy_listeners(config, listeners))
         self.pending = PendingGeneration(
             generation, time.monotonic(), 0, new_listeners=list(listeners)
         )
@@ -263,6 +277,15 @@ class Master:
         except OSError as exc:
             raise StartupError(f"cannot write pidfile {self.pidfile}: {exc.strerror}") from None
 
+    def create_board(self) -> None:
+        path = sb.file_path(self.pidfile) if self.pidfile is not None else None
+        try:
+            self.board = Scoreboard.create(path, self.pid)
+        except OSError as exc:
+            raise StartupError(f"cannot create the scoreboard {path}: {exc.strerror}") from None
+        self.board.set(sb.H_GENERATION, 1)
+        self.board.set(sb.H_WORKERS, self.target)
+
     def install_signals(self) -> None:
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
@@ -281,8 +304,8 @@ class Master:
         if self.pidfile is not None:
             pidfile.remove(self.pidfile, self.pid)
         self.reloads.remove()
-        for record in self.workers.values():
-            record.slot.close()
+        if self.board is not None:
+            self.board.remove()
 
     def all_listeners(self) -> list[Listener]:
         seen: dict[int, Listener] = {}
@@ -303,6 +326,9 @@ class Master:
             self.notifier.keepalive(time.monotonic())
             self.dispatch_signals()
             self.reap()
+            if self.drain_until is not None and time.monotonic() >= self.drain_until:
+                self.drain_until = None
+                self.stop(graceful=True, why=self.drained_for_stop)
             if self.stop_deadline is not None:
                 if not self.workers:
                     return
@@ -343,13 +369,20 @@ class Master:
             self.log.error(f"cannot start a worker: {exc.strerror}")
             self.crashed()
             return None
-        slot = Slot()
+        assert self.board is not None
+        slot = self.board.claim(generation.number)
+        if slot is None:
+            os.close(read_fd)
+            os.close(write_fd)
+            self.log.error(f"cannot start a worker: all {sb.SLOTS} scoreboard slots are taken")
+            self.crashed()
+            return None
         try:
             pid = os.fork()
         except OSError as exc:
             os.close(read_fd)
             os.close(write_fd)
-            slot.close()
+            self.board.release(slot)
             self.log.error(f"cannot start a worker: fork: {exc.strerror}")
             self.crashed()
             return None
@@ -357,6 +390,7 @@ class Master:
             os.close(read_fd)
             self.run_child(generation, write_fd, slot)
         os.close(write_fd)
+        slot.q[sb.S_PID] = pid
         os.set_blocking(read_fd, False)
         now = time.monotonic()
         record = WorkerRecord(pid, generation, read_fd, slot, now, now, replaces=replaces)
@@ -378,6 +412,7 @@ class Master:
                 notify_fd=notify_fd,
                 slot=slot,
                 tls_contexts=generation.tls_contexts,
+                proxy_fds=generation.proxy_fds,
             )
             code = self.worker_main(context)
         except SystemExit as exc:
@@ -404,7 +439,6 @@ class Master:
         self.log.file.close()
         for record in self.workers.values():
             os.close(record.notify_fd)
-            record.slot.close()
         keep = {id(listener) for listener in generation.listeners}
         for listener in self.all_listeners():
             if id(listener) not in keep:
@@ -508,7 +542,12 @@ class Master:
             self.selector.unregister(record.notify_fd)
         take_boot_error(record, drain(record.notify_fd))
         os.close(record.notify_fd)
-        record.slot.close()
+        assert self.board is not None
+        self.board.release(record.slot)  # its counters join the totals: nothing goes backwards
+        if self.stop_deadline is None and record.retiring is None and (
+            record.generation is self.generation
+        ):
+            self.board.add(sb.H_RESTARTS)  # it will be replaced
         lived = time.monotonic() - record.started
         cause = exit_cause(status, record)
         expected = bool(record.killed) or (record.retiring is not None and status == 0)
@@ -584,7 +623,8 @@ class Master:
             return
         for listener in new:
             self.log.info(f"listening on {listener.real_address}")
-        generation = Generation(self.generation.number + 1, config, listeners, contexts)
+        generation = Generation(self.generation.number + 1, config, listeners, contexts,
+                                proxy_listeners(config, listeners))
         pending = PendingGeneration(generation, time.monotonic(), serial, new, dropped)
         self.pending = pending
         for _ in range(config.workers):
@@ -647,8 +687,11 @@ class Master:
         status = f"generation {new.number}, {len(self.current_workers())} workers"
         self.log.info(f"ready: {status}")
         self.notifier.ready(status)
+        assert self.board is not None
+        self.board.set(sb.H_GENERATION, new.number)
         if pending.serial:
             self.reloads.finish(pending.serial, True, new.number, f"ready: {status}")
+            self.board.reload_done(True, new.number, f"ready: {status}")
         self.requeue_reload()
 
     def abort_pending(self, reason: str) -> None:
@@ -670,6 +713,8 @@ class Master:
     def end_reload(self, serial: int, ok: bool, message: str) -> None:
         number = self.generation.number if self.generation else 0
         self.reloads.finish(serial, ok, number, message)
+        if self.board is not None:
+            self.board.reload_done(ok, number, message)
         self.notifier.ready(f"generation {number}, {len(self.current_workers())} workers")
         self.requeue_reload()
 
@@ -785,6 +830,8 @@ class Master:
         if self.generation is not None and self.pending is None:
             count = len(self.current_workers())
             self.notifier.update_status(f"generation {self.generation.number}, {count} workers")
+        if self.board is not None:
+            self.board.set(sb.H_WORKERS, self.target)
 
     # -- logs and stopping ----------------------------------------------------------------------
 
@@ -799,10 +846,52 @@ class Master:
         for record in self.workers.values():
             self.send(record, signal.SIGUSR1)
 
+    def apply_drain_request(self) -> None:
+        """USR2 from `forkd -s drain|undrain`, which wrote the state it wants into the board."""
+        assert self.board is not None
+        self.set_draining(bool(self.board.q[sb.H_DRAIN_WANTED]), "on request")
+
+    def set_draining(self, on: bool, why: str) -> None:
+        """Health routes answer 503 while draining; everything else is served as usual."""
+        assert self.board is not None
+        if on == self.board.draining:
+            return
+        if on:
+            self.drained_since = time.monotonic()
+        self.board.set(sb.H_DRAINING, int(on))
+        self.board.set(sb.H_DRAIN_WANTED, int(on))
+        if on:
+            self.log.info(f"draining ({why}): health routes answer 503")
+        else:
+            self.log.info(f"no longer draining ({why}): health routes answer 200")
+
+    def begin_drain_before_stop(self, why: str) -> bool:
+        """TERM with timeouts.drain: drain first (listeners stay open), stop when the time is up.
+
+        A server already draining for that long (`forkd -s drain` earlier) stops at once.
+        """
+        config = self.generation.config if self.generation else self.first_config
+        assert self.board is not None
+        already = time.monotonic() - self.drained_since if self.board.draining else 0.0
+        left = config.timeouts.drain - already
+        if left <= 0 or self.generation is None:
+            return False
+        self.set_draining(True, f"graceful stop on {why} in {left:.1f}s")
+        self.drain_until = time.monotonic() + left
+        self.drained_for_stop = why
+        self.notifier.stopping()
+        return True
+
     def stop(self, graceful: bool, why: str) -> None:
         """TERM (graceful) or INT/QUIT (fast); a fast stop may cut a graceful one short."""
         config = self.generation.config if self.generation else self.first_config
         wait = config.timeouts.graceful if graceful else FAST_STOP_WAIT
+        if graceful and self.stop_deadline is None:
+            if self.drain_until is not None:
+                return  # already draining before the stop
+            if not self.drained_for_stop and self.begin_drain_before_stop(why):
+                return
+        self.drain_until = None
         if self.stop_deadline is None:
             self.stop_reason = f"{'graceful' if graceful else 'fast'} stop on {why}"
         elif not graceful and self.stop_reason.startswith("graceful"):
@@ -952,20 +1041,33 @@ def drop_privileges(config: Config) -> None:
         os.setuid(uid)
 
 
+def flagged(config: Config, listeners: list[Listener], option: str) -> list[Listener]:
+    """The listeners whose `listen` entry sets option (tls, proxy_protocol).
+
+    Listeners forkd bound come in the order of `listen`; one adopted from systemd has the option
+    when its address is listed with it.
+    """
+    if all(listener.owned for listener in listeners):
+        pairs = zip(config.listen, listeners, strict=True)
+        return [listener for address, listener in pairs if getattr(address, option)]
+    wanted = {str(address) for address in config.listen if getattr(address, option)}
+    return [listener for listener in listeners if str(listener.real_address) in wanted]
+
+
+def proxy_listeners(config: Config, listeners: list[Listener]) -> frozenset[int]:
+    return frozenset(listener.sock.fileno() for listener in flagged(config, listeners,
+                                                                    "proxy_protocol"))
+
+
 def tls_contexts(config: Config, listeners: list[Listener]) -> dict[int, ssl.SSLContext]:
     """The context of each TLS listener, by fd; raise tls.TlsError naming the file at fault.
 
-    All TLS listeners share one context (one certificate set). Listeners forkd bound come in the
-    order of `listen`; one adopted from systemd is TLS when its address is listed with `tls: true`.
+    All TLS listeners share one context (one certificate set).
     """
     settings = config.tls_settings()  # with the servers' certificates (virtual hosts)
     if settings is None or not any(address.tls for address in config.listen):
         return {}
-    if all(listener.owned for listener in listeners):
-        chosen = [lis for address, lis in zip(config.listen, listeners, strict=True) if address.tls]
-    else:
-        wanted = {str(address) for address in config.listen if address.tls}
-        chosen = [listener for listener in listeners if str(listener.real_address) in wanted]
+    chosen = flagged(config, listeners, "tls")
     context = tls.build_server_context(settings)
     return {listener.sock.fileno(): context for listener in chosen}
 

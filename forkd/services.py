@@ -14,6 +14,7 @@ from typing import Any
 from forkd.config import Config
 from forkd.http.parser import HeadParser
 from forkd.logs import AccessLog, ErrorLog
+from forkd.proxies import TrustedProxies
 from forkd.reactor import Reactor
 from forkd.routing import Router
 from forkd.scoreboard import Slot
@@ -43,3 +44,4 @@ class Services:
         self.hsts = config.hsts  # Strict-Transport-Security on HTTPS answers
         self.tls_handshake_timeout = config.tls.handshake_timeout if config.tls else 10.0
         self.tls_failures = FailureLog()  # handshake failures by class, each logged once
+        self.trusted = TrustedProxies(config.trusted_proxies)  # may name clients (forkd.proxies)

@@ -34,3 +34,4 @@ class WorkerContext:
     notify_fd: int  # write end of this worker's pipe to the master
     slot: Slot  # this worker's scoreboard slot
     tls_contexts: Mapping[int, ssl.SSLContext] = field(default_factory=dict)  # by listener fd
+    proxy_fds: frozenset[int] = frozenset()  # listeners where a PROXY header comes first

@@ -62,6 +62,7 @@ class TlsConnection(Connection):
         try:
             wants = transport.handshake()
         except HandshakeFailed as failure:
+            self.services.slot.tls_handshake(False)
             if failure.kind == "http request":
                 transport.answer_plain_http()
             if self.services.tls_failures.record(failure.kind):
@@ -74,6 +75,7 @@ class TlsConnection(Connection):
             self._want(wants)
             return
         assert transport.tls is not None
+        self.services.slot.tls_handshake(True)
         self.sock = transport.tls  # the SSLSocket owns the descriptor now (shutdown, linger)
         self.info.scheme = "https"
         self.info.tls_variables = connection_variables(transport.tls)
@@ -87,6 +89,7 @@ class TlsConnection(Connection):
 
     def on_timeout(self, now: float) -> None:
         if self.state == SHAKE:
+            self.services.slot.tls_handshake(False)
             if self.services.tls_failures.record("timeout"):
                 self.services.error_log.info("TLS handshake failed (timeout); further timeouts "
                                              "are counted, not logged")

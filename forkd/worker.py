@@ -11,7 +11,9 @@ one single-threaded process with one epoll instance over:
   the back of the line) and, in a burst, yields the CPU once: keep-alive connections opened
   together then spread over the workers instead of all landing on the first one;
 - its own connections (forkd.connection.Connection: the per-connection HTTP state machine), each
-  registered for EPOLLIN, switched to EPOLLOUT only while a response waits for the socket;
+  registered for EPOLLIN, switched to EPOLLOUT only while a response waits for the socket; on a
+  `proxy_protocol` listener a connection starts as a forkd.proxy_prelude.ProxyPrelude (trusted
+  peers only) that reads the PROXY header and then puts the real connection in its place;
 - every other descriptor a request needs (a CGI script's pipes, the pidfd of a script being
   stopped), registered by its handler through the reactor (forkd.reactor) with a watcher to call;
 - the read end of a self-pipe given to signal.set_wakeup_fd, so a signal interrupts the wait.
@@ -26,6 +28,7 @@ accepting, finish requests in flight, answer the next request of each kept-alive
 and QUIT exit at once; USR1 reopens the logs; HUP is ignored (reload is the master's business).
 
 Every turn of the loop at most every TICK seconds the worker writes HEARTBEAT on its notify pipe,
+publishes its connection gauges in its scoreboard slot,
 expires deadlines (header, body, keep-alive, send; see Connection), resumes accepting after a
 pause and checks that its master is still alive (a worker never outlives its master). The access
 log is flushed at the end of each turn, i.e. at once when the loop goes idle.
@@ -47,18 +50,21 @@ import random
 import select
 import signal
 import socket
+import ssl
 import time
 import traceback
+from functools import partial
 from typing import Any
 
 from setproctitle import setproctitle
 
-from forkd import SERVER_SOFTWARE
+from forkd import SERVER_SOFTWARE, scoreboard
 from forkd.config import Config
-from forkd.connection import Connection
+from forkd.connection import BODY, HANDLE, HEAD, LINGER, WRITE, Connection
 from forkd.handlers.base import HandlerContext
 from forkd.http.request import ConnectionInfo
 from forkd.logs import AccessLog, ErrorLog
+from forkd.proxy_prelude import PRELUDE, ProxyPrelude
 from forkd.reactor import Reactor
 from forkd.routing import Router
 from forkd.services import Services
@@ -71,7 +77,7 @@ from forkd.supervision import (
     WANTS_RETIREMENT,
     WorkerContext,
 )
-from forkd.tls_connection import TlsConnection
+from forkd.tls_connection import SHAKE, TlsConnection
 
 TICK = 0.25  # seconds between heartbeats / deadline sweeps (the poll timeout when idle)
 RETIRE_GRACE = 1.0  # seconds idle kept-alive connections may still send a request after TERM
@@ -86,6 +92,16 @@ REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
     b"Connection: close\r\nRetry-After: 1\r\n\r\nserver overloaded.\r\n"
 )
+
+# Connection states as scoreboard gauges (forkd.scoreboard.CONNECTION_STATES); an idle
+# kept-alive connection is HEAD with nothing received yet.
+_GAUGE = scoreboard.CONNECTION_STATES.index
+GAUGE_IDLE = _GAUGE("idle")
+GAUGE_OF_STATE = {
+    PRELUDE: _GAUGE("handshake"), SHAKE: _GAUGE("handshake"), HEAD: _GAUGE("reading"),
+    BODY: _GAUGE("reading"), HANDLE: _GAUGE("handling"), WRITE: _GAUGE("writing"),
+    LINGER: _GAUGE("closing"),
+}
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -135,12 +151,12 @@ class Worker:
         self.reactor = Reactor()
         self.epoll = self.reactor.epoll
         self.router = Router(config, HandlerContext(config, self.error_log, self.reactor,
-                                                    self.ask_retirement))
+                                                    self.ask_retirement, context.slot.board))
         self.services = Services(
             config, self.reactor, self.router, self.error_log, self.access_log, context.slot,
             SERVER_SOFTWARE if config.server_tokens else "forkd", self.forget, self.request_done,
         )
-        self.connections: dict[int, Connection] = {}
+        self.connections: dict[int, Connection | ProxyPrelude] = {}
         self.ready = self.services.ready  # connections with buffered pipelined requests
         self.retiring = False
         self.retire_at = 0.0  # idle connections are closed from then on
@@ -160,6 +176,7 @@ class Worker:
         self.yield_refilled = time.monotonic()
         self.listener_info = {fd: _listener_facts(sock) for fd, sock in self.listeners.items()}
         self.tls_contexts = context.tls_contexts
+        self.proxy_fds = context.proxy_fds
         self.epoll.register(self.wakeup_read, EPOLLIN)
         self._listen(True)
 
@@ -192,6 +209,7 @@ class Worker:
     # -- the loop --------------------------------------------------------------------------------
 
     def run(self) -> int:
+        self.slot.set_state(scoreboard.READY)
         self._notify(READY)
         self.error_log.debug(f"worker of generation {self.context.generation} ready")
         next_tick = 0.0
@@ -240,7 +258,7 @@ class Worker:
         self._shutdown()
         return EXIT_OK
 
-    def _connection_failed(self, connection: Connection) -> None:
+    def _connection_failed(self, connection: Connection | ProxyPrelude) -> None:
         self.error_log.error(f"connection failed: {traceback.format_exc()}")
         try:
             connection.abort("internal error")
@@ -285,6 +303,19 @@ class Worker:
             self._listen(True)
         if self.retiring:
             self._retire_step(now)
+        self._publish_gauges()
+
+    def _publish_gauges(self) -> None:
+        """Connections by state and CGI scripts running, into this worker's scoreboard slot."""
+        counts = [0] * scoreboard.GAUGES
+        for connection in self.connections.values():
+            state = connection.state
+            if state == HEAD and connection.idle:
+                counts[GAUGE_IDLE] += 1
+            elif state in GAUGE_OF_STATE:
+                counts[GAUGE_OF_STATE[state]] += 1
+        counts[scoreboard.G_CGI] = sum(getattr(h, "running", 0) for h in self.router.handlers())
+        self.slot.set_gauges(counts)
 
     def _notify(self, message: bytes) -> None:
         try:
@@ -320,6 +351,7 @@ class Worker:
         if self.retiring:
             return
         self.retiring = self.services.retiring = True
+        self.slot.set_state(scoreboard.RETIRING)
         self.retire_at = now + min(RETIRE_GRACE, self.timeouts.graceful)
         self.give_up_at = now + self.timeouts.graceful
         self.goodbye_at = self.give_up_at - min(GOODBYE_AHEAD, self.timeouts.graceful / 2)
@@ -351,7 +383,8 @@ class Worker:
         if self.goodbye_at and now >= self.goodbye_at:
             self.goodbye_at = 0.0
             for connection in list(self.connections.values()):
-                connection.going_away(now)
+                if isinstance(connection, Connection):  # not a PROXY header still arriving
+                    connection.going_away(now)
         if not self.connections or now >= self.give_up_at:
             self.stopping = True
 
@@ -390,12 +423,15 @@ class Worker:
             _refuse(sock)
             return
         context = self.tls_contexts.get(fd)
-        if context is None:
-            connection = Connection(self.services, sock, info, now)
+        if fd in self.proxy_fds:
+            if not self.services.trusted.trusts(info.remote_addr):
+                sock.close()  # a PROXY header is accepted from trusted_proxies only
+                return
+            prelude = ProxyPrelude(self.services, sock, info, now, partial(self._open, context))
+            self.connections[prelude.fd] = prelude
         else:
-            connection = TlsConnection(self.services, sock, info, now, context)
-        self.connections[connection.fd] = connection
-        self.epoll.register(connection.fd, EPOLLIN)
+            self._open(context, sock, info, now)
+        self.epoll.register(sock.fileno(), EPOLLIN)
         if self.rotate_accepts and not (self.retiring or self.accept_paused_until):
             # EPOLLEXCLUSIVE wakes the first waiting epoll on the listener's wait queue, and
             # registration appends to it: without this the first worker would take nearly every
@@ -404,6 +440,16 @@ class Worker:
             self.epoll.unregister(fd)
             self.epoll.register(fd, EPOLLIN | EPOLLEXCLUSIVE)
             self._let_others_accept(now)
+
+    def _open(self, context: ssl.SSLContext | None, sock: socket.socket, info: ConnectionInfo,
+              now: float) -> Connection:
+        """The connection for an accepted socket (after its PROXY header, if any), in the table."""
+        if context is None:
+            connection = Connection(self.services, sock, info, now)
+        else:
+            connection = TlsConnection(self.services, sock, info, now, context)
+        self.connections[connection.fd] = connection
+        return connection
 
     def _let_others_accept(self, now: float) -> None:
         """Yield the CPU after an accept, at most YIELD_RATE times a second.
@@ -425,12 +471,16 @@ class Worker:
         sock.setblocking(False)
         family, server_addr, server_port, nodelay_inherited = self.listener_info[fd]
         if family == socket.AF_UNIX:
-            return ConnectionInfo("", 0, "", 0)
+            return ConnectionInfo("", 0, "", 0, trusted_peer=self.services.trusted.unix)
         if not nodelay_inherited:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if server_addr in ("0.0.0.0", "::"):  # a wildcard listener: which address was reached?
             server_addr, server_port = sock.getsockname()[:2]
-        return ConnectionInfo(address[0], address[1], server_addr, server_port)
+        info = ConnectionInfo(address[0], address[1], server_addr, server_port)
+        trusted = self.services.trusted
+        if trusted and trusted.trusts(address[0]):
+            info.trusted_peer = True  # its Forwarded / X-Forwarded-For may name the client
+        return info
 
     def _close_oldest_idle(self) -> bool:
         """Close the idle connection waiting longest (the one whose keep-alive ends first)."""
@@ -462,7 +512,7 @@ class Worker:
 
     # -- services for connections ----------------------------------------------------------------
 
-    def forget(self, connection: Connection) -> None:
+    def forget(self, connection: Connection | ProxyPrelude) -> None:
         """Drop a connection whose socket is closed next.
 
         No epoll_ctl(DEL): closing the descriptor takes it out of the epoll set, because no other

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from forkd.config import Config
     from forkd.logs import ErrorLog
     from forkd.reactor import Reactor
+    from forkd.scoreboard import Scoreboard
 
 
 class Reply(Protocol):
@@ -100,6 +101,7 @@ class HandlerContext:
     reactor: Reactor
     # Ask for this worker to be replaced gracefully (a WSGI app thread stuck for good), with why.
     retire: Callable[[str], None] | None = None
+    board: Scoreboard | None = None  # the whole scoreboard, for the status and health routes
 
 
 class InternalRedirect(Exception):

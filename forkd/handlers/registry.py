@@ -20,6 +20,8 @@ HANDLER_TYPES: dict[str, str] = {
     "redirect": "forkd.handlers.redirect:RedirectHandler",
     "fastcgi": "forkd.handlers.fastcgi:FastCgiHandler",
     "websocket": "forkd.handlers.websocket:WebSocketHandler",
+    "status": "forkd.handlers.status:StatusHandler",
+    "health": "forkd.handlers.health:HealthHandler",
 }
 
 

@@ -17,6 +17,10 @@ class ConnectionInfo:
     scheme: str = "http"
     tls_variables: dict[str, str] = field(default_factory=dict)  # HTTPS, SSL_* for CGI (TLS only)
     sni: str = ""  # the server name the TLS client asked for (SNI), "" without one
+    # Issue 14 (forkd.proxies): the TCP peer when a trusted proxy named another client as
+    # remote_addr ("" when remote_addr is the peer), and whether the peer may name one per request.
+    peer_addr: str = ""
+    trusted_peer: bool = False
 
 
 @dataclass(slots=True)

@@ -113,6 +113,7 @@ def test_print_config_fills_in_every_default_and_resolves_every_path(tmp_path: P
         "graceful": 30.0,
         "send": 60.0,
         "worker": 120.0,
+        "drain": 0.0,
     }
     assert data["limits"]["body"] == 1024 and data["limits"]["headers"] == 100
     cgi, static = data["routes"]

@@ -106,7 +106,8 @@ def test_unknown_keys_and_wrong_types_name_their_path(base: Path) -> None:
         "4:21: limits.bodies: unknown key (did you mean body?)",
         "5:16: server_tokens: expected true or false, got the string 'yes'",
         "8:44: routes[0].static.autoindx: unknown key (did you mean autoindex?)",
-        "9:5: routes[1]: a route needs exactly one handler: static, cgi, wsgi, redirect, fastcgi or websocket",
+        ("9:5: routes[1]: a route needs exactly one handler: static, cgi, wsgi, redirect, fastcgi,"
+         " websocket, status or health"),
         "9:13: routes[1].prefix: must be a path starting with '/', got 'nope'",
     ]
 
@@ -304,6 +305,8 @@ routes:
   - {prefix: /app/, wsgi: {app: "site.wsgi:application", env: {A: b}}}
   - {prefix: /php/, fastcgi: {connect: "unix:/run/php/php8.2-fpm.sock", root: www}}
   - {prefix: /ws/, websocket: {command: [cat, -u]}}
+  - {prefix: /server-status, status: {}}
+  - {prefix: /healthz, health: {}}
   - {prefix: /, static: {root: www}}
 """
 
@@ -371,3 +374,27 @@ def test_dump_loads_back_to_an_equal_config(base: Path) -> None:
     again = loads(text, base / "logs")  # another base: nothing relative is left in the dump
     assert again == config
     assert dump(again) == text
+
+
+def test_proxies_drain_and_proxy_listeners_load_and_dump_back(base: Path) -> None:
+    config = loads(
+        'listen: ["127.0.0.1:0", {address: "127.0.0.1:1", proxy_protocol: true}]\n'
+        'trusted_proxies: ["10.1.2.3/8", "::1", unix]\ntimeouts: {drain: 0}\n' + MINIMAL,
+        base,
+    )
+    assert [a.proxy_protocol for a in config.listen] == [False, True]
+    assert config.trusted_proxies == ("10.0.0.0/8", "::1/128", "unix")
+    assert loads(dump(config), base) == config
+    assert yaml.safe_load(dump(config))["listen"][1] == {"address": "127.0.0.1:1",
+                                                         "proxy_protocol": True}
+
+
+def test_bad_trusted_proxies_and_drain(base: Path) -> None:
+    assert problems(MINIMAL + "trusted_proxies: [10.0.0.0/33, 5]\ntimeouts: {drain: -1}\n",
+                    base) == [
+        ("2:19: trusted_proxies[0]: expected an address, a network such as 10.0.0.0/8 or "
+        "\"unix\", got the string '10.0.0.0/33'"),
+        ("2:32: trusted_proxies[1]: expected an address, a network such as 10.0.0.0/8 or "
+        '"unix", got int 5'),
+        "3:19: timeouts.drain: expected a number of seconds >= 0, got int -1",
+    ]

@@ -83,7 +83,7 @@ def test_a_tls_listener_needs_certificates(base: Path) -> None:
 def test_bad_listen_mappings(base: Path) -> None:
     found = problems(
         MINIMAL + 'listen: [{tls: true}, {address: "1.2.3.4:1", tls: "yes", port: 3},'
-        ' {address: "unix:/tmp/x.sock", tls: true}, {address: ":1", proxy_protocol: true},'
+        ' {address: "unix:/tmp/x.sock", tls: true}, {address: ":1", proxy_protocol: 1},'
         ' {address: "nonsense", tls: false}]\n'
         "tls: {certificates: [{cert: site.pem, key: site.key}]}\n",
         base,
@@ -93,7 +93,7 @@ def test_bad_listen_mappings(base: Path) -> None:
         "listen[1].tls: expected true or false, got the string 'yes'",
         "listen[1].port: unknown key",
         "listen[2].address: tls is for TCP listeners",
-        "listen[3].proxy_protocol: not supported yet",
+        "listen[3].proxy_protocol: expected true or false, got int 1",
         'listen[4].address: expected "host:port", "[v6]:port" or "unix:/path", got \'nonsense\'',
     ]
 
