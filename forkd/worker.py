@@ -314,7 +314,8 @@ class Worker:
                 counts[GAUGE_IDLE] += 1
             elif state in GAUGE_OF_STATE:
                 counts[GAUGE_OF_STATE[state]] += 1
-        counts[scoreboard.G_CGI] = sum(getattr(h, "running", 0) for h in self.router.handlers())
+        counts[scoreboard.G_CGI] = sum(getattr(h, "scripts_running", 0)
+                                       for h in self.router.handlers())
         self.slot.set_gauges(counts)
 
     def _notify(self, message: bytes) -> None:

@@ -168,6 +168,11 @@ class CgiHandler:
     def reaped(self) -> None:
         self.running -= 1
 
+    @property
+    def scripts_running(self) -> int:
+        """For the scoreboard's forkd_cgi_processes gauge."""
+        return self.running
+
 
 class CgiExchange:
     """One script run for one request; see the module docstring. All per-request state is here."""
