@@ -184,7 +184,8 @@ class AuthBasicConfig:
     users: Mapping[str, str] = field(default_factory=dict)  # user → hash, read from user_file
 
 
-ROUTE_OPTIONS = ("prefix", "access", "auth_basic")  # Route fields that are not handler keys
+ROUTE_OPTIONS = ("prefix", "access", "auth_basic", "scheme")  # Route fields, not handler keys
+SCHEMES = ("http", "https")  # what a route's `scheme` may name; absent: both
 
 
 # -- fastcgi (issue 17): PHP through php-fpm -------------------------------------------------------
@@ -245,6 +246,13 @@ class Route:
     health: HealthConfig | None = None  # issue 14
     access: AccessConfig | None = None  # options any route may carry (issue 12)
     auth_basic: AuthBasicConfig | None = None
+    # scheme-scoped routes: only requests over this scheme take the route (absent: both)
+    scheme: Literal["http", "https"] | None = None
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        """The schemes whose requests this route serves."""
+        return (self.scheme,) if self.scheme else SCHEMES
 
     @property
     def handler_config(self) -> Any:
@@ -796,6 +804,7 @@ class _Builder:
         self._check_routes(values.get("routes") or ())
         servers = tuple(server for server in values.get("servers") or () if server is not None)
         self._check_tls_listeners(values.get("listen") or (), values.get("tls"), servers)
+        self._check_route_schemes(values.get("listen", Config.listen) or (), values)
         pidfile = values.get("pidfile")
         if isinstance(pidfile, Path) and not pidfile.parent.is_dir():
             self.fail("pidfile", f"no such directory: {pidfile.parent}")
@@ -884,24 +893,46 @@ class _Builder:
                 self.fail(f"{path}.client_ca", reason)
 
     def _check_routes(self, routes: tuple[Route | None, ...], base: str = "routes") -> None:
-        seen: dict[str, int] = {}
-        catch_all: int | None = None
+        """Every route must be reachable: a route is shadowed on a scheme by an earlier `/` or an
+        earlier route with the same prefix that serves that scheme, and an error when it is
+        shadowed on every scheme it serves (`scheme: http` then an unscoped route is fine)."""
+        owners: dict[str, dict[str, int]] = {}  # prefix -> scheme -> the first route serving it
         for i, route in enumerate(routes):
             if route is None or not route.prefix:
                 continue
             key = route.prefix.rstrip("/") or "/"
-            if catch_all is not None:
-                self.fail(
-                    f"{base}[{i}]", f"unreachable: {base}[{catch_all}] (prefix /) matches first"
-                )
-            elif key in seen:
-                self.fail(
-                    f"{base}[{i}].prefix", f"{route.prefix} is already {base}[{seen[key]}].prefix"
-                )
-            seen.setdefault(key, i)
-            if key == "/" and catch_all is None:
-                catch_all = i
+            catch_all = owners.get("/", {})
+            same = owners.setdefault(key, {})
+            if all(scheme in catch_all for scheme in route.schemes):
+                first = sorted({catch_all[scheme] for scheme in route.schemes})
+                names = " and ".join(f"{base}[{j}]" for j in first)
+                verb = "matches" if len(first) == 1 else "match"
+                self.fail(f"{base}[{i}]", f"unreachable: {names} (prefix /) {verb} first")
+            elif all(scheme in same for scheme in route.schemes):
+                first = sorted({same[scheme] for scheme in route.schemes})
+                names = " and ".join(f"{base}[{j}].prefix" for j in first)
+                scoped = f" (scheme {route.scheme})" if route.scheme else ""
+                self.fail(f"{base}[{i}].prefix", f"{route.prefix}{scoped} is already {names}")
+            for scheme in route.schemes:
+                same.setdefault(scheme, i)
 
+    def _check_route_schemes(self, addresses: tuple[ListenAddress, ...],
+                             values: dict[str, Any]) -> None:
+        """A scheme-scoped route needs a listener of its scheme, or it can never match."""
+        listening = {"https" if address.tls else "http" for address in addresses
+                     if isinstance(address, ListenAddress)}
+        if not listening:
+            return  # no usable listener: reported elsewhere
+        places = [("routes", values.get("routes") or ())]
+        places += [(f"servers[{i}].routes", server.routes)
+                   for i, server in enumerate(values.get("servers") or ()) if server is not None]
+        for base, routes in places:
+            for i, route in enumerate(routes):
+                if route is None or route.scheme not in SCHEMES or route.scheme in listening:
+                    continue
+                reason = ("no listener has tls: true" if route.scheme == "https"
+                          else "every listener has tls: true")
+                self.fail(f"{base}[{i}].scheme", f"{route.scheme} can never match: {reason}")
 
     # -- virtual hosts and route options (issue 12) --
 
@@ -1050,7 +1081,7 @@ def dump(config: Config) -> str:
     Generic over the dataclasses, so a new key appears here without a change: dataclasses become
     mappings, tuples lists, paths strings. Only fields with a grammar of their own (the builder's
     `_field_*` methods) have a `_dump_*` counterpart. An absent optional section (a route's
-    other handler types) is left out rather than written as null.
+    other handler types) or route option (`scheme`) is left out rather than written as null.
     """
     return DUMP_HEADER + yaml.dump(
         _dump_fields(config), Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True
@@ -1070,7 +1101,9 @@ def _dump_fields(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for spec in dataclasses.fields(obj):
         value = getattr(obj, spec.name)
-        if spec.name in NOT_KEYS or (value is None and _is_section(hints[spec.name])):
+        absent = value is None and (_is_section(hints[spec.name])
+                                    or (cls is Route and spec.name in ROUTE_OPTIONS))
+        if spec.name in NOT_KEYS or absent:
             continue
         special = _DUMP_SPECIAL.get((cls.__name__, spec.name))
         out[spec.name] = special(value) if special else _dump_value(value)

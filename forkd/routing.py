@@ -19,6 +19,13 @@ serve the script's source. Answers are cached: host → site and, per site, raw 
 each bounded in entries and bytes (clients choose both keys). With one site the connection looks
 its handler up with one dict access (`router.cache`, keyed by raw path).
 
+A route may be scoped to a scheme (`scheme: http` or `https`; the connection's scheme, so a TLS
+listener's requests are https): it is skipped for requests over the other one, which is how
+"plain HTTP redirects to HTTPS" is a `scheme: http` redirect before an unscoped route. Only a
+site that has such a route pays for it: its path cache is kept per scheme, and a lone scoped site
+leaves `router.cache` empty so the connection always asks `route()`. Sites without one keep
+the path-only cache and the one-lookup fast path.
+
 Route options (access rules, basic auth) are applied here, in one place: the router wraps the
 handler of a route that carries them (forkd.handlers.guard).
 """
@@ -70,8 +77,15 @@ class Site:
     names: tuple[str, ...]
     hsts: str | None
     routes: list[tuple[str, Handler]] = field(default_factory=list)
+    schemes: list[str | None] = field(default_factory=list)  # each route's scheme (None: both)
     cache: dict[str, Handler] = field(default_factory=dict)  # raw path -> handler
     cache_bytes: int = 0
+    # With scheme-scoped routes: a path cache per scheme ("http", "https"); `cache` stays unused.
+    scoped: dict[str, dict[str, Handler]] | None = None
+
+    def __post_init__(self) -> None:
+        if any(self.schemes):
+            self.scoped = {"http": {}, "https": {}}
 
     def server_name(self, host: str) -> str:
         """SERVER_NAME for a request to `host`: its name when it is one of ours, else our first."""
@@ -82,20 +96,22 @@ class Site:
             return name
         return next((n for n in self.names if not n.startswith("*")), name)
 
-    def match(self, path: str) -> tuple[str, Handler]:
-        for prefix, handler in self.routes:
-            if matches(prefix, path):
+    def match(self, path: str, scheme: str = "http") -> tuple[str, Handler]:
+        for (prefix, handler), only in zip(self.routes, self.schemes, strict=True):
+            if (only is None or only == scheme) and matches(prefix, path):
                 return prefix, handler
         raise NotFound()
 
-    def route(self, path: str) -> Handler:
-        handler = self.cache.get(path)
+    def route(self, path: str, scheme: str = "http") -> Handler:
+        cache = self.cache if self.scoped is None else self.scoped[scheme]
+        handler = cache.get(path)
         if handler is None:
-            handler = self.match(normalize(path))[1]
-            if len(self.cache) >= ROUTE_CACHE or self.cache_bytes >= ROUTE_CACHE_BYTES:
-                self.cache.clear()
+            handler = self.match(normalize(path), scheme)[1]
+            if len(cache) >= ROUTE_CACHE or self.cache_bytes >= ROUTE_CACHE_BYTES:
+                for each in (self.cache,) if self.scoped is None else self.scoped.values():
+                    each.clear()
                 self.cache_bytes = 0
-            self.cache[path] = handler
+            cache[path] = handler
             self.cache_bytes += len(path)
         return handler
 
@@ -118,8 +134,10 @@ class Router:
             self.default = default or self.sites[0]
             self.wildcards.sort(key=lambda item: -len(item[0]))
         self.single = not config.servers
-        # One site: the connection's one-lookup fast path (raw path -> handler).
-        self.cache: dict[str, Handler] = self.default.cache if self.single else {}
+        # One site without scheme-scoped routes: the connection's one-lookup fast path (raw path
+        # -> handler). Otherwise it stays empty and every request asks route().
+        fast = self.single and self.default.scoped is None
+        self.cache: dict[str, Handler] = self.default.cache if fast else {}
 
     def _add_server(self, server: ServerConfig, config: Config, context: HandlerContext) -> None:
         # A server's handlers see its own routes as the config's (CGI's DOCUMENT_ROOT and
@@ -136,7 +154,8 @@ class Router:
 
     def _site(self, names: tuple[str, ...], hsts: str | None, routes: tuple[Route, ...],
               context: HandlerContext) -> Site:
-        site = Site(names, hsts, [(route.prefix, _build(route, context)) for route in routes])
+        site = Site(names, hsts, [(route.prefix, _build(route, context)) for route in routes],
+                    [route.scheme for route in routes])
         self.sites.append(site)
         return site
 
@@ -160,21 +179,22 @@ class Router:
             self.hosts_bytes += len(host)
         return site
 
-    def match(self, path: str) -> tuple[str, Handler]:
+    def match(self, path: str, scheme: str = "http") -> tuple[str, Handler]:
         """The default site's route for a normalised path."""
-        return self.default.match(path)
+        return self.default.match(path, scheme)
 
     def route(self, request: Request) -> Handler:
         """The handler for a request (NotFound when no route matches, BadRequest for a bad path,
         MisdirectedRequest when the host and the TLS SNI name lead to different servers)."""
+        conn = request.conn
+        scheme = conn.scheme if conn is not None else "http"
         if self.single:
-            return self.default.route(request.path)
+            return self.default.route(request.path, scheme)
         site = self.site_for(request.host)
         request.site = site
-        conn = request.conn
         if conn is not None and conn.sni and self.site_for(conn.sni) is not site:
             raise MisdirectedRequest("this connection was set up for another server")
-        return site.route(request.path)
+        return site.route(request.path, scheme)
 
 
 def _build(route: Route, context: HandlerContext) -> Handler:

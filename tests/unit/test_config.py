@@ -349,12 +349,12 @@ def test_dump_writes_every_key_of_every_dataclass(base: Path) -> None:
         "    tls: {certificates: [{cert: site.pem, key: site.key}]}\n"
         "    routes:\n"
         "      - {prefix: /old/, redirect: {to: /new/}, access: {allow: [all]},\n"
-        "         auth_basic: {realm: r, user_file: users}}\n"
+        "         auth_basic: {realm: r, user_file: users}, scheme: http}\n"
         + BOTH_HANDLERS.replace("routes:\n", "").replace("  - ", "      - ")
     )
     routes = BOTH_HANDLERS.replace("routes:\n", "routes:\n" + (
         "  - {prefix: /old/, redirect: {to: /new/}, access: {deny: [all]},\n"
-        "     auth_basic: {realm: r, user_file: users}}\n"
+        "     auth_basic: {realm: r, user_file: users}, scheme: http}\n"
     ))
     data = yaml.safe_load(dump(loads(tls + routes + server, base)))
     assert _dumped_keys(data) == _keys(Config)
