@@ -65,7 +65,7 @@ def descriptors(pid: int) -> list[str]:
     deadline = time.monotonic() + 5
     previous: list[str] = []
     while time.monotonic() < deadline:
-        current = sorted(os.readlink(f"/proc/{pid}/fd/{fd}").split(":")[0] for fd in os.listdir(f"/proc/{pid}/fd"))
+        current = sorted(_kind(pid, fd) for fd in os.listdir(f"/proc/{pid}/fd"))
         if current == previous:
             return current
         previous = current
@@ -85,3 +85,12 @@ def children(pid: int) -> list[str]:
             if int(fields[1]) == pid:
                 found.append(f"{entry.name} {fields[0]}")
     return found
+
+
+def _kind(pid: int, fd: str) -> str:
+    """What a descriptor is ("socket", "pipe", a path); "gone" when it closed while we looked
+    (scripts are reaped in the background, so pidfds come and go)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}").split(":")[0]
+    except FileNotFoundError:
+        return "gone"
