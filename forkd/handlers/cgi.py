@@ -66,7 +66,7 @@ from forkd.handlers.cgi_process import (
     CHUNK,
     OVERLOAD_ERRNOS,
     Reaper,
-    StderrLines,
+    StderrPipe,
     home_directory,
     seal_descriptors,
     spawn,
@@ -186,7 +186,8 @@ class CgiExchange:
         self.phase = STARTING
         self.reply: Reply | None = None
         self.pid = 0
-        self.stdin = self.stdout = self.stderr = -1
+        self.stdin = self.stdout = -1
+        self.stderr: StderrPipe | None = None
         self.body = request.body
         self.pending_input = memoryview(b"")
         self.output = bytearray()  # the header block so far, then the body gathered with it
@@ -194,7 +195,6 @@ class CgiExchange:
         self.output_done = False
         self.timer: Timer | None = None
         self.closed = False
-        self.errors = StderrLines(self._log_stderr)
 
     # -- start -----------------------------------------------------------------------------------
     def start(self, reply: Reply, now: float) -> None:
@@ -204,7 +204,7 @@ class CgiExchange:
         translated = handler.translate(script.path_info) if script.path_info else None
         env = build_environ(self.request, script, handler.fixed_env, handler.facts, translated)
         try:
-            self.pid, self.stdin, self.stdout, self.stderr = spawn(
+            self.pid, self.stdin, self.stdout, stderr = spawn(
                 script.argv, env, script.directory,
                 handler.stdin_null if self.body is None else -1, handler.home)
         except OSError as exc:
@@ -217,7 +217,7 @@ class CgiExchange:
         self.phase = HEADER
         reactor = handler.reactor
         reactor.watch(self.stdout, EPOLLIN, self)
-        reactor.watch(self.stderr, EPOLLIN, self)
+        self.stderr = StderrPipe(stderr, reactor, self._log_stderr)
         if self.stdin >= 0:
             self._feed()  # most bodies fit in the pipe at once
             if self.stdin >= 0:
@@ -234,8 +234,6 @@ class CgiExchange:
                 self.reply.resume(now)  # the one-shot registration is spent: read() re-arms it
             else:
                 self._read_head_or_gather(now)
-        elif fd == self.stderr:
-            self._read_stderr()
         elif fd == self.stdin:
             self._feed()
             if self.phase == HEADER:
@@ -376,7 +374,7 @@ class CgiExchange:
         os.close(self.stdout)
         self.stdout = -1
 
-    # -- stdin and stderr ------------------------------------------------------------------------
+    # -- stdin and the log -----------------------------------------------------------------------
     def _feed(self) -> None:
         """Write as much of the request body as the pipe takes; close stdin after the last byte."""
         assert self.body is not None
@@ -403,19 +401,6 @@ class CgiExchange:
             self.stdin = -1
             self.pending_input = memoryview(b"")
 
-    def _read_stderr(self) -> None:
-        try:
-            data = os.read(self.stderr, CHUNK)
-        except BlockingIOError:
-            return
-        if data:
-            self.errors.feed(data)
-            return
-        self.handler.reactor.unwatch(self.stderr)
-        os.close(self.stderr)
-        self.stderr = -1
-        self.errors.end()
-
     def _log_stderr(self, line: bytes) -> None:
         self.handler.log.error(f"cgi {self.label}: {escape(line)}")
 
@@ -430,15 +415,8 @@ class CgiExchange:
             self.timer.cancel()
         reactor = self.handler.reactor
         self._close_stdin()
-        if self.stderr >= 0:
-            try:  # whatever the script said last is worth a line in the log
-                self.errors.feed(os.read(self.stderr, CHUNK))
-            except OSError:
-                pass
-            reactor.unwatch(self.stderr)
-            os.close(self.stderr)
-            self.stderr = -1
-            self.errors.end()
+        if self.stderr is not None:
+            self.stderr.close()
         if self.stdout >= 0:
             reactor.unwatch(self.stdout)
             os.close(self.stdout)

@@ -143,6 +143,39 @@ class StderrLines:
             self.emit(line)
 
 
+class StderrPipe:
+    """A program's stderr in the worker's reactor: read as it comes, each line passed to `emit`."""
+
+    def __init__(self, fd: int, reactor: Reactor, emit: Callable[[bytes], None]) -> None:
+        self.fd = fd
+        self.reactor = reactor
+        self.lines = StderrLines(emit)
+        reactor.watch(fd, EPOLLIN, self)
+
+    def on_event(self, fd: int, mask: int, now: float) -> None:
+        try:
+            data = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return
+        if data:
+            self.lines.feed(data)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Log what is left (the last words are often the useful ones), then close. Idempotent."""
+        if self.fd < 0:
+            return
+        try:
+            self.lines.feed(os.read(self.fd, CHUNK))
+        except OSError:
+            pass
+        self.reactor.unwatch(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        self.lines.end()
+
+
 class _Stopping:
     __slots__ = ("on_gone", "pid", "pidfd", "timer")
 

@@ -59,7 +59,7 @@ from forkd.handlers.cgi_process import (
     CHUNK,
     OVERLOAD_ERRNOS,
     Reaper,
-    StderrLines,
+    StderrPipe,
     home_directory,
     seal_descriptors,
     spawn,
@@ -200,7 +200,8 @@ class WebSocketExchange:
         self.to_program = bytearray()  # bytes for the program's stdin
         self.lines = bytearray()  # stdout not yet a whole line (text mode)
         self.pid = 0
-        self.stdin = self.stdout = self.stderr = self.pidfd = -1
+        self.stdin = self.stdout = self.pidfd = -1
+        self.stderr: StderrPipe | None = None
         self.stdin_watched = False
         self.stdout_paused = False
         self.stopped = False  # the program was handed to the reaper
@@ -209,7 +210,6 @@ class WebSocketExchange:
         self.close_by = 0.0  # CLOSING: when we stop waiting for the client's close frame
         self.exit_by = 0.0  # stdout ended: when we stop waiting for the program to exit
         self.closed = False
-        self.errors = StderrLines(self._log_stderr)
 
     # -- start: the program, then the 101 ----------------------------------------------------------
     def start(self, reply: Reply, now: float) -> None:
@@ -220,7 +220,7 @@ class WebSocketExchange:
                         command)
         env = build_environ(self.request, script, handler.fixed_env, handler.facts, None)
         try:
-            self.pid, self.stdin, self.stdout, self.stderr = spawn(
+            self.pid, self.stdin, self.stdout, stderr = spawn(
                 command, env, handler.directory, -1, handler.home)
         except OSError as exc:
             handler.log.error(f"websocket {handler.label}: cannot run: {exc.strerror or exc}")
@@ -230,7 +230,7 @@ class WebSocketExchange:
             raise BadGateway(f"cannot run {handler.label}") from None
         handler.running += 1
         handler.reactor.watch(self.stdout, EPOLLIN, self)
-        handler.reactor.watch(self.stderr, EPOLLIN, self)
+        self.stderr = StderrPipe(stderr, handler.reactor, self._log_stderr)
         headers = [("Upgrade", "websocket"), ("Sec-WebSocket-Accept", accept_key(self.key))]
         reply.upgrade(headers, self, now)
 
@@ -386,8 +386,6 @@ class WebSocketExchange:
         if fd == self.stdout:
             if not self.stdout_paused:
                 self._read_stdout(now)
-        elif fd == self.stderr:
-            self._read_stderr()
         elif fd == self.stdin:
             self._feed_program()
             self._flush(now)  # reading the socket may resume
@@ -496,19 +494,6 @@ class WebSocketExchange:
         self._stop_program(now)
         self._close(NORMAL if success else INTERNAL, "" if success else "program failed", now)
 
-    def _read_stderr(self) -> None:
-        try:
-            data = os.read(self.stderr, CHUNK)
-        except BlockingIOError:
-            return
-        if data:
-            self.errors.feed(data)
-            return
-        self.handler.reactor.unwatch(self.stderr)
-        os.close(self.stderr)
-        self.stderr = -1
-        self.errors.end()
-
     def _log_stderr(self, line: bytes) -> None:
         self.handler.log.error(f"websocket {self.handler.label}: {escape(line)}")
 
@@ -528,15 +513,8 @@ class WebSocketExchange:
         self.stopped = True
         reactor = self.handler.reactor
         self._close_stdin()
-        if self.stderr >= 0:
-            try:  # whatever the program said last is worth a line in the log
-                self.errors.feed(os.read(self.stderr, CHUNK))
-            except OSError:
-                pass
-            reactor.unwatch(self.stderr)
-            os.close(self.stderr)
-            self.stderr = -1
-            self.errors.end()
+        if self.stderr is not None:
+            self.stderr.close()
         for fd in (self.stdout, self.pidfd):
             if fd >= 0:
                 reactor.unwatch(fd)
