@@ -299,7 +299,7 @@ class FastCgiExchange:
         while not self.closed and self.phase in (HEADER, GATHER):
             data = self._recv()
             if data is None:
-                return
+                break
             if not data:
                 self._connection_ended(now)
                 return
@@ -310,6 +310,10 @@ class FastCgiExchange:
                 return
             if self.phase == GATHER and len(self.output) > WHOLE_BODY_LIMIT:
                 self._stream(now)  # after the whole batch: its records keep their order
+        if self.phase == GATHER and self.timer is None:
+            # The header block came, the end did not (yet): gather a little longer. A short
+            # answer (header, body and END_REQUEST read at once) never sets this timer.
+            self.timer = self.handler.reactor.call_at(now + WHOLE_BODY_WAIT, self._stream)
 
     def _recv(self) -> bytes | None:
         """Bytes from php-fpm, b"" at its end (a reset counts as one), None when none are ready."""
@@ -373,8 +377,7 @@ class FastCgiExchange:
             reply.redirect(InternalRedirect(outcome.target, extra), now)
             return
         self.outcome = outcome
-        self.phase = GATHER
-        self.timer = self.handler.reactor.call_at(now + WHOLE_BODY_WAIT, self._stream)
+        self.phase = GATHER  # _receive sets the gathering timer if the end is not in this batch
 
     def _end_request(self, content: bytes, now: float) -> None:
         try:
