@@ -197,13 +197,8 @@ class FastCgiConfig:
     timeout: float = 60.0  # seconds php-fpm may stay silent (connect, header block, each output)
     pass_authorization: bool = False  # pass the Authorization header as HTTP_AUTHORIZATION
     min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
-    # Idle connections each worker keeps open for the next requests (FCGI_KEEP_CONN); 0: one
-    # connection per request. Each kept connection holds a php-fpm child: workers x this must stay
-    # below the pool's pm.max_children (see README).
-    keep_connections: int = 0
 
 
-FASTCGI_MAX_KEEP = 256
 # Params forkd sets itself (with HTTP_*, REDIRECT_*, SSL_*): `params` cannot override them.
 FASTCGI_REQUEST_PARAMS = frozenset({
     "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "DOCUMENT_ROOT", "DOCUMENT_URI",
@@ -665,9 +660,6 @@ class _Builder:
         return tuple(names)
 
     def _check_FastCgiConfig(self, values: dict[str, Any], path: str) -> None:
-        keep = values.get("keep_connections")
-        if isinstance(keep, int) and keep > FASTCGI_MAX_KEEP:
-            self.fail(f"{path}.keep_connections", f"at most {FASTCGI_MAX_KEEP}, got {keep}")
         for name in values.get("params") or {}:
             if name in FASTCGI_REQUEST_PARAMS or name.startswith(("HTTP_", "REDIRECT_", "SSL_")):
                 self.fail(f"{path}.params.{name}", "is set by forkd for every request")

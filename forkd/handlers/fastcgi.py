@@ -6,15 +6,9 @@ not a script is answered by the route's own StaticHandler (conditional requests,
 so one route does what `try_files $uri $uri/ /index.php` does elsewhere. A script gets a
 FastCgiExchange, which the connection starts once the request body is complete.
 
-The exchange is a FastCGI client living in the worker's reactor. By default a connection carries
-one request (the BEGIN_REQUEST asks php-fpm to close it when done), so many requests of a worker
-are simply many sockets. With `keep_connections: N` the BEGIN_REQUEST sets FCGI_KEEP_CONN and a
-connection that ended cleanly (END_REQUEST, nothing left over) waits in the handler's idle list,
-at most N per worker, for the next request without a body: no socket, connect, accept and close
-per request, and php-fpm's child is woken once instead of twice. Such a connection is never
-shared by two requests at once, and a kept connection that php-fpm closed meanwhile (EPIPE on the
-send, or its end before any answer) costs nothing but a new connection and a second send. A kept
-connection holds its php-fpm child, hence the bound (README: workers x N < pm.max_children).
+The exchange is a FastCGI client living in the worker's reactor (one connection per request: the
+BEGIN_REQUEST asks php-fpm to close it when done, so no connection is ever shared or reused and
+many requests of a worker are simply many sockets):
 
   - connect, non-blocking. A unix socket whose backlog is full answers EAGAIN at once: php-fpm is
     busy, not broken, so the client gets 503 with Retry-After (and the next request tries again).
@@ -127,8 +121,6 @@ class FastCgiHandler:
             self.family = socket.AF_INET6 if address.family == "inet6" else socket.AF_INET
             self.address = (address.host, address.port)
         self.logged = 0.0  # when a connect failure was last logged (one line a second)
-        self.keep = settings.keep_connections
-        self.idle: list[socket.socket] = []  # kept connections, php-fpm waiting on each
 
     # -- the Handler protocol --------------------------------------------------------------------
     def prepare(self, request: Request) -> None:
@@ -146,11 +138,6 @@ class FastCgiHandler:
         if isinstance(target, Script):
             return FastCgiExchange(self, request, target)
         return self.static.handle(request)
-
-    def shutdown(self) -> None:
-        """The worker stops: close the kept connections (their php-fpm children are free)."""
-        while self.idle:
-            self.idle.pop().close()
 
     # -- helpers for exchanges -------------------------------------------------------------------
     def connect_failed(self, code: int, label: str) -> HTTPError:
@@ -196,10 +183,6 @@ class FastCgiExchange:
         self.broken = False  # the connection to php-fpm ended without END_REQUEST mid-stream
         self.timer: Timer | None = None
         self.closed = False
-        self.reused = False  # on a kept connection (which php-fpm may have closed meanwhile)
-        self.received = False  # a byte came from php-fpm on this connection
-        self.reusable = False  # ended cleanly: the connection may be kept for the next request
-        self.records = b""  # what a request without a body sends, to send again on a retry
         # Not a bound method of self: that would make every exchange a reference cycle, freed
         # only by the garbage collector (15 objects a request) instead of at once.
         self.errors = StderrLines(functools.partial(_log_stderr, handler.log, self.label))
@@ -208,78 +191,27 @@ class FastCgiExchange:
     def start(self, reply: Reply, now: float) -> None:
         handler = self.handler
         self.reply = reply
-        self.pending += fcgi.begin_request(REQUEST_ID, keep_connection=handler.keep > 0)
+        self.pending += fcgi.begin_request(REQUEST_ID)
         self.pending += handler.params.record(REQUEST_ID, self.request, self.script)
         if self.body is None:
             self._end_input()
-            if handler.idle:
-                self.records = bytes(self.pending)
-                if self._reuse(now):
-                    return
-        error = self._connect(now)
-        if error is not None:
-            self.closed = True
-            raise error
-
-    def _reuse(self, now: float) -> bool:
-        """Send the request on a kept connection; False when none is left alive.
-
-        Only requests without a body come here: should php-fpm have closed the connection
-        meanwhile (a child that exited, a restart), the request is sent again on a new one.
-        """
-        handler = self.handler
-        while handler.idle:
-            sock = handler.idle.pop()
-            try:
-                sent = sock.send(self.pending)
-            except OSError:  # EPIPE, ECONNRESET: php-fpm closed it; EAGAIN cannot be (idle)
-                sock.close()
-                continue
-            del self.pending[:sent]
-            self.sock, self.fd, self.reused = sock, sock.fileno(), True
-            assert self.reply is not None
-            self.reply.set_deadline(now + self.timeout)
-            self.phase = HEADER
-            if self.pending:
-                self._send(now)
-            self.armed = self._wanted()
-            handler.reactor.watch(self.fd, self.armed, self)
-            return True
-        return False
-
-    def _connect(self, now: float) -> HTTPError | None:
-        """Open a new connection and start sending; the error to answer when that fails."""
-        handler = self.handler
         try:
             sock = socket.socket(handler.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            return handler.connect_failed(exc.errno or errno.EMFILE, self.label)
+            self.closed = True
+            raise handler.connect_failed(exc.errno or errno.EMFILE, self.label) from None
         code = sock.connect_ex(handler.address)
         if code not in (0, errno.EINPROGRESS):
             sock.close()
-            return handler.connect_failed(code, self.label)
+            self.closed = True
+            raise handler.connect_failed(code, self.label)
         self.sock, self.fd = sock, sock.fileno()
-        assert self.reply is not None
-        self.reply.set_deadline(now + self.timeout)
+        reply.set_deadline(now + self.timeout)
         if code == 0:
             self.phase = HEADER
             self._send(now)
         self.armed = self._wanted()
         handler.reactor.watch(self.fd, self.armed, self)
-        return None
-
-    def _retry(self, now: float) -> None:
-        """A kept connection ended before any answer: send the request again on a new one."""
-        assert self.sock is not None
-        self.handler.reactor.unwatch(self.fd)
-        self.sock.close()
-        self.sock, self.reused = None, False  # a new connection: no second retry
-        self.pending = bytearray(self.records)
-        self.reader = fcgi.RecordReader()
-        self.phase = CONNECTING
-        error = self._connect(now)
-        if error is not None:
-            self._fail(error, now)
 
     # -- events ----------------------------------------------------------------------------------
     def on_event(self, fd: int, mask: int, now: float) -> None:
@@ -372,12 +304,8 @@ class FastCgiExchange:
             if data is None:
                 break
             if not data:
-                if self.reused and not self.received:
-                    self._retry(now)
-                else:
-                    self._connection_ended(now)
+                self._connection_ended(now)
                 return
-            self.received = True
             if self.phase == HEADER:
                 assert self.reply is not None
                 self.reply.set_deadline(now + self.timeout)
@@ -487,9 +415,6 @@ class FastCgiExchange:
                 return
             body = body[: outcome.length]
         self.output = bytearray()
-        # php-fpm waits for the next request on this connection: keep it if nothing is left over.
-        self.reusable = (self.handler.keep > 0 and not self.reader.pending and self.input_done
-                         and not self.pending)
         self._respond(Response(outcome.status, outcome.fields, body=body), now, ANSWERED)
 
     def _connection_ended(self, now: float) -> None:
@@ -589,12 +514,8 @@ class FastCgiExchange:
             self.timer = None
         self.errors.end()
         if self.sock is not None:
-            handler = self.handler
-            handler.reactor.unwatch(self.fd)
-            if self.reusable and len(handler.idle) < handler.keep:
-                handler.idle.append(self.sock)
-            else:
-                self.sock.close()
+            self.handler.reactor.unwatch(self.fd)
+            self.sock.close()
             self.sock = None
 
 

@@ -5,11 +5,9 @@ Theory of operation
 Everything on a FastCGI connection is a record: an 8-byte header (version 1, type, request id,
 content length, padding length, reserved), up to 65535 bytes of content, then padding, which this
 side adds so every record is a multiple of 8 bytes long (spec §3.3: "recommended", it keeps the
-peer's reads aligned). forkd is a Responder's client (spec §6.2), one request at a time per
-connection (several in a row when it keeps connections, flags FCGI_KEEP_CONN):
+peer's reads aligned). forkd is a Responder's client (spec §6.2), one request per connection:
 
-    -> BEGIN_REQUEST (role RESPONDER, flags 0: the application closes the connection when done;
-       FCGI_KEEP_CONN: it leaves it open for the next request)
+    -> BEGIN_REQUEST (role RESPONDER, flags 0: the application closes the connection when done)
     -> PARAMS records carrying name-value pairs, then an empty PARAMS record (end of stream)
     -> STDIN records carrying the request body, then an empty STDIN record
     <- STDOUT and STDERR records, in any order and any sizes; an empty one ends that stream but

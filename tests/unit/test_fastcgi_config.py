@@ -72,14 +72,3 @@ def test_problems_name_their_key(tmp_path: Path) -> None:
         tmp_path, '{connect: "unix:/x", root: www, params: {HTTP_HOST: x}}')[0]
     assert "port 0" in problems(tmp_path, '{connect: "127.0.0.1:0", root: www}')[0]
     assert "e.g." in problems(tmp_path, '{connect: "nonsense", root: www}')[0]
-
-
-def test_keep_connections(tmp_path: Path) -> None:
-    assert build(tmp_path, '{connect: "unix:fpm.sock", root: www}').keep_connections == 0
-    assert build(tmp_path, '{connect: "unix:fpm.sock", root: www, keep_connections: 4}'
-                 ).keep_connections == 4
-    text = "\n".join(problems(tmp_path, '{connect: "unix:fpm.sock", root: www, keep_connections: -1}')
-                     + problems(tmp_path, '{connect: "unix:fpm.sock", root: www, '
-                                          'keep_connections: 1000}'))
-    assert "routes[0].fastcgi.keep_connections: must not be negative" in text
-    assert "routes[0].fastcgi.keep_connections: at most 256, got 1000" in text
