@@ -40,6 +40,7 @@ in a loop, while the exchange waits for the client to take the body.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import time
@@ -66,7 +67,7 @@ from forkd.handlers.static import StaticHandler
 from forkd.http.errors import BadGateway, GatewayTimeout, HTTPError, ServiceUnavailable
 from forkd.http.request import Request
 from forkd.http.response import Response
-from forkd.logs import escape
+from forkd.logs import ErrorLog, escape
 from forkd.reactor import EPOLLIN, EPOLLONESHOT, EPOLLOUT, Timer
 
 BUSY = [("Retry-After", "1")]
@@ -182,7 +183,9 @@ class FastCgiExchange:
         self.broken = False  # the connection to php-fpm ended without END_REQUEST mid-stream
         self.timer: Timer | None = None
         self.closed = False
-        self.errors = StderrLines(self._log_stderr)
+        # Not a bound method of self: that would make every exchange a reference cycle, freed
+        # only by the garbage collector (15 objects a request) instead of at once.
+        self.errors = StderrLines(functools.partial(_log_stderr, handler.log, self.label))
 
     # -- start -----------------------------------------------------------------------------------
     def start(self, reply: Reply, now: float) -> None:
@@ -299,7 +302,7 @@ class FastCgiExchange:
         while not self.closed and self.phase in (HEADER, GATHER):
             data = self._recv()
             if data is None:
-                return
+                break
             if not data:
                 self._connection_ended(now)
                 return
@@ -310,6 +313,10 @@ class FastCgiExchange:
                 return
             if self.phase == GATHER and len(self.output) > WHOLE_BODY_LIMIT:
                 self._stream(now)  # after the whole batch: its records keep their order
+        if self.phase == GATHER and self.timer is None:
+            # The header block came, the end did not (yet): gather a little longer. A short
+            # answer (header, body and END_REQUEST read at once) never sets this timer.
+            self.timer = self.handler.reactor.call_at(now + WHOLE_BODY_WAIT, self._stream)
 
     def _recv(self) -> bytes | None:
         """Bytes from php-fpm, b"" at its end (a reset counts as one), None when none are ready."""
@@ -373,8 +380,7 @@ class FastCgiExchange:
             reply.redirect(InternalRedirect(outcome.target, extra), now)
             return
         self.outcome = outcome
-        self.phase = GATHER
-        self.timer = self.handler.reactor.call_at(now + WHOLE_BODY_WAIT, self._stream)
+        self.phase = GATHER  # _receive sets the gathering timer if the end is not in this batch
 
     def _end_request(self, content: bytes, now: float) -> None:
         try:
@@ -497,10 +503,6 @@ class FastCgiExchange:
         if not self.closed:
             self._fail(FastCgiFailed("response cut"), now)
 
-    # -- stderr ------------------------------------------------------------------------------------
-    def _log_stderr(self, line: bytes) -> None:
-        self.handler.log.error(f"fastcgi {self.label}: {escape(line)}")
-
     # -- the end ---------------------------------------------------------------------------------
     def close(self) -> None:
         """The request is over: close the connection to php-fpm (see the module docstring)."""
@@ -515,3 +517,8 @@ class FastCgiExchange:
             self.handler.reactor.unwatch(self.fd)
             self.sock.close()
             self.sock = None
+
+
+def _log_stderr(log: ErrorLog, label: str, line: bytes) -> None:
+    """A line the script wrote to FCGI_STDERR, to the error log (never into the response)."""
+    log.error(f"fastcgi {label}: {escape(line)}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 VERSION = 1
 # Record types (spec §8).
@@ -63,8 +63,9 @@ class ProtocolError(Exception):
     """The peer broke the record framing; the connection cannot be used any more."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One record received (a tuple: built several times per request, so cheap to make)."""
+
     type: int
     request_id: int
     content: bytes
@@ -81,6 +82,8 @@ def record(kind: int, request_id: int, content: bytes = b"") -> bytes:
 
 def stream(kind: int, request_id: int, data: bytes) -> bytes:
     """`data` as a run of records of one stream (not ended: see `end_of_stream`)."""
+    if len(data) <= WRITE_CONTENT:  # the common case: one record (none for no data: an empty
+        return record(kind, request_id, data) if data else b""  # record would end the stream)
     view = memoryview(data)
     return b"".join(record(kind, request_id, bytes(view[start:start + WRITE_CONTENT]))
                     for start in range(0, len(view), WRITE_CONTENT))

@@ -5,7 +5,9 @@
 One php-fpm pool (pm static, 4 children, a unix socket) serves both servers; each server has 2
 workers, no access log, and opens one FastCGI connection per request (nginx's default without
 `fastcgi_keep_conn`, and forkd's only way). wrk -t2 -c50 drives `hello.php` on each, interleaved and
-repeated (medians), plus forkd's own php-cgi route for the process-per-request baseline. Then the
+repeated (medians), plus forkd's own php-cgi route for the process-per-request baseline, and
+wrk -t1 -c1 drives each server alone (per-request latency without queueing). Every row also gives
+the CPU time the server's workers and php-fpm's children spent per request. Then the
 isolation check of issue 17: a forkd with ONE worker serves a `sleep(1)` page to 4 clients while
 another wrk measures a static 1 KiB file's latency on the same worker.
 
@@ -34,6 +36,8 @@ from tests.bench.peers import LISTEN_RE, REPO, fetch_status, free_port
 from tests.support.php_fpm import PhpFpm, php_fpm_program
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROWS = ("nginx + php-fpm", "forkd fastcgi", "forkd php-cgi", "nginx + php-fpm, 1 connection",
+        "forkd fastcgi, 1 connection")
 HELLO = '<?php\nheader("Content-Type: text/plain");\necho "Hello, world\\n";\n'
 NGINX_CONF = """\
 daemon off;
@@ -137,6 +141,36 @@ def measure(wrk: Wrk, server: Server, path: str, seconds: float,
     return wrk.run(f"http://127.0.0.1:{server.port}{path}", seconds, connections)
 
 
+def children_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the direct children of `pid` (the workers of a
+    server, the children of a php-fpm pool); 0 when /proc does not tell."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    ticks = 0
+    for child in children:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure_cpu(wrk: Wrk, server: Server, fpm: PhpFpm, path: str, seconds: float,
+                connections: int = 50) -> dict[str, float]:
+    """A wrk run, plus the CPU the server's workers and php-fpm's children spent per request
+    (tells a server's own cost from the time its requests wait: the cores are shared)."""
+    assert server.proc is not None and fpm.proc is not None
+    before = children_cpu(server.proc.pid), children_cpu(fpm.proc.pid)
+    result = measure(wrk, server, path, seconds, connections)
+    after = children_cpu(server.proc.pid), children_cpu(fpm.proc.pid)
+    requests = max(result.requests, 1)
+    return {**result.as_dict(), "server_cpu_us": (after[0] - before[0]) / requests * 1e6,
+            "fpm_cpu_us": (after[1] - before[1]) / requests * 1e6}
+
+
 def run(seconds: float, repeats: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="forkd-bench-php-"))
     docroot = work / "www"
@@ -146,17 +180,21 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
     (docroot / "1k.txt").write_bytes(b"x" * 1024)
     fpm = PhpFpm(work / "fpm", children=4, backlog=2048).start()
     wrk = Wrk(work, threads=2, timeout=5)
+    single = Wrk(work, threads=1, timeout=5)  # one connection: per-request latency, no queueing
     servers = [nginx(work, docroot, fpm.socket), forkd(work, docroot, fpm.socket, 2, "forkd")]
-    rows: dict[str, list[dict[str, float]]] = {"nginx + php-fpm": [], "forkd fastcgi": [],
-                                               "forkd php-cgi": []}
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in ROWS}
     try:
         for server in servers:
             server.start()
         ngx, fkd = servers
         for _ in range(repeats):  # interleaved, so a noisy neighbour hits every row alike
-            rows["nginx + php-fpm"].append(measure(wrk, ngx, "/hello.php", seconds).as_dict())
-            rows["forkd fastcgi"].append(measure(wrk, fkd, "/hello.php", seconds).as_dict())
-            rows["forkd php-cgi"].append(measure(wrk, fkd, "/cgi/hello.php", seconds).as_dict())
+            for name, server, path, driver, connections in (
+                    ("nginx + php-fpm", ngx, "/hello.php", wrk, 50),
+                    ("forkd fastcgi", fkd, "/hello.php", wrk, 50),
+                    ("forkd php-cgi", fkd, "/cgi/hello.php", wrk, 50),
+                    ("nginx + php-fpm, 1 connection", ngx, "/hello.php", single, 1),
+                    ("forkd fastcgi, 1 connection", fkd, "/hello.php", single, 1)):
+                rows[name].append(measure_cpu(driver, server, fpm, path, seconds, connections))
         for server in servers:
             server.stop()
         isolation = sleeping_beside_static(work, docroot, fpm.socket, wrk, seconds)
@@ -197,6 +235,14 @@ def _median(results: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(r[key] for r in results) for key in results[0]}
 
 
+def one(hello: dict[str, dict[str, float]], server: str) -> dict[str, float]:
+    """The 1-connection row of `server` (empty figures in results written before it existed)."""
+    for name, row in hello.items():
+        if name.startswith(server) and name.endswith("1 connection"):
+            return row
+    return {"rps": float("nan")}
+
+
 def report(data: dict[str, Any]) -> str:
     hello = data["hello"]
     ngx, fkd, cgi = hello["nginx + php-fpm"], hello["forkd fastcgi"], hello["forkd php-cgi"]
@@ -204,21 +250,29 @@ def report(data: dict[str, Any]) -> str:
         "# PHP: forkd's fastcgi route and nginx + php-fpm",
         "",
         (f"Run {data['date']} on {data['cpus']} cores; {data['wrk']}; php-fpm {data['php_fpm']} "
-         f"(pm static, 4 children, unix socket, shared by both servers). wrk -t2 -c50, "
+         f"(pm static, 4 children, unix socket, shared by both servers). wrk -t2 -c50 "
+         "(-t1 -c1 for the 1-connection rows), "
          f"{data['seconds']:g} s per run, median of {data['repeats']} interleaved repeats. "
          "Quick run; wrk, the servers and php-fpm share the cores: relative figures."),
         "",
-        "| hello.php through | requests/s | p50 ms | p99 ms | non-2xx | socket errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        ("CPU µs/request: user + system time of the server's workers (php-fpm's children) "
+         "divided by the requests served; on busy shared cores it includes cache and "
+         "context-switch costs."),
+        "",
+        ("| hello.php through | requests/s | p50 ms | p99 ms | non-2xx | socket errors "
+         "| server CPU µs/request | php-fpm CPU µs/request |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in hello.items():
         errors = row["connect"] + row["read"] + row["write"] + row["timeout"]
-        lines.append(f"| {name} | {row['rps']:,.0f} | {row['p50_us'] / 1000:.1f} | "
-                     f"{row['p99_us'] / 1000:.1f} | {row['status']:.0f} | {errors:.0f} |")
+        lines.append(f"| {name} | {row['rps']:,.0f} | {row['p50_us'] / 1000:.2f} | "
+                     f"{row['p99_us'] / 1000:.1f} | {row['status']:.0f} | {errors:.0f} | "
+                     f"{row.get('server_cpu_us', 0):.0f} | {row.get('fpm_cpu_us', 0):.0f} |")
     lines += [
         "",
         (f"forkd fastcgi ÷ nginx + php-fpm: **{fkd['rps'] / ngx['rps']:.2f}**; "
-         f"forkd fastcgi ÷ forkd php-cgi: **{fkd['rps'] / max(cgi['rps'], 1):.1f}**."),
+         f"forkd fastcgi ÷ forkd php-cgi: **{fkd['rps'] / max(cgi['rps'], 1):.1f}**; "
+         f"one connection: **{one(hello, 'forkd')['rps'] / one(hello, 'nginx')['rps']:.2f}**."),
         "",
     ]
     isolation = data["isolation"]
