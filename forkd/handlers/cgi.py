@@ -417,6 +417,7 @@ class CgiExchange:
         self._close_stdin()
         if self.stderr is not None:
             self.stderr.close()
+            self.stderr = None  # it holds our bound method: no cycle left for the collector
         if self.stdout >= 0:
             reactor.unwatch(self.stdout)
             os.close(self.stdout)

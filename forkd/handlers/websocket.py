@@ -515,6 +515,7 @@ class WebSocketExchange:
         self._close_stdin()
         if self.stderr is not None:
             self.stderr.close()
+            self.stderr = None  # it holds our bound method: no cycle left for the collector
         for fd in (self.stdout, self.pidfd):
             if fd >= 0:
                 reactor.unwatch(fd)
