@@ -25,16 +25,18 @@ same files) and `python3 -m http.server`. One command starts them all with equiv
 with wrk, stops them (also on Ctrl-C) and writes the tables and the chart:
 
 ```sh
-python3 -m pip install -e '.[bench]'           # matplotlib, gunicorn
+python3 -m pip install -e '.[bench]'           # matplotlib, gunicorn, Flask, Django
 apt-get install -y nginx lighttpd apache2 wrk openssl  # done by the harness when run as root
-python3 -m tests.bench           # full, ~7 min on 2 cores: tests/bench/results/latest.{md,png,json}
+python3 -m tests.bench           # full, ~11 min on 2 cores: tests/bench/results/latest.{md,png,json}
 python3 -m tests.bench --quick   # under 2 minutes: tests/bench/results/quick.{md,png,json}
 python3 -m tests.bench.readme    # copy the latest results into this section
 ```
 
 `--only nginx,forkd-nolog` and `--workloads 1k-keepalive,cgi` narrow a run; `--help` lists the rest.
 Workloads: a 1 KiB file with keep-alive and with `Connection: close`, 1 MiB and 10 MiB files (MB/s),
-a 404, a directory listing of 50 files, a shell CGI "hello", all with 50 connections; "beside
+a 404, a directory listing of 50 files, a shell CGI "hello", a WSGI "hello" as a plain app, in
+Flask and as a Django view (forkd's `wsgi` route and gunicorn run the same apps from
+`tests/bench/wsgi_app.py`), all with 50 connections; "beside
 slow CGI": the 1 KiB file (p99 latency and req/s) while 4 requests for a script that prints a
 line, sleeps 5 s and prints another are kept in flight (servers with CGI only: a worker that
 waited for its script would stall every connection it carries); HTTPS (forkd and nginx, the
