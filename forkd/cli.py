@@ -50,7 +50,8 @@ RELOAD_WAIT = 45.0  # seconds: above the master's boot timeout for a new generat
 POLL = 0.02
 
 
-HELP = """Serve static files and CGI over HTTP/1.1: a master process and prefork workers.
+HELP = """Serve static files, CGI, Python web apps (WSGI), PHP (FastCGI) and WebSockets over
+HTTP/1.1 and HTTPS: a master process and prefork workers.
 
 forkd runs in the foreground (as systemd expects); Ctrl-C stops it at once, SIGTERM gracefully.
 

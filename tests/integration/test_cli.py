@@ -181,7 +181,7 @@ def test_help_describes_gives_examples_and_points_to_the_readme() -> None:
     result = forkd("--help")
     assert result.returncode == 0
     text = result.stdout
-    assert "static files and CGI" in text
+    assert "static files, CGI, Python web apps (WSGI)" in text
     for example in (
         "forkd -c /etc/forkd/site.yaml ",
         "forkd -c /etc/forkd/site.yaml -t",
