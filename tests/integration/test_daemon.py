@@ -13,16 +13,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
 
 import pytest
 
 from tests.support.daemon import ROOT, Daemon, poll
 from tests.support.daemon import run_forkd as forkd
+from tests.support.keepalive_load import KeepAliveLoad
 from tests.support.tools import need_root
 
 MakeDaemon = Callable[..., Daemon]
@@ -53,51 +52,9 @@ def alive(pid: int) -> bool:
 
 
 
-class Load:
-    """Client threads, each looping GETs over one keep-alive connection; counts every failure."""
-
-    def __init__(self, daemon: Daemon, threads: int, path: str = "/") -> None:
-        self.daemon = daemon
-        self.path = path
-        self.stop = threading.Event()
-        self.ok = 0
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Self:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(10)
-
-    def client(self) -> None:
-        conn = self.daemon.connection()
-        while not self.stop.is_set():
-            try:
-                conn.request("GET", self.path)
-                response = conn.getresponse()
-                body = response.read()
-                status, closing = response.status, response.will_close
-            except (OSError, http.client.HTTPException) as exc:
-                with self.lock:
-                    self.failures.append(repr(exc))
-                conn.close()
-                conn = self.daemon.connection()
-                continue
-            with self.lock:
-                if status == 200 and body:
-                    self.ok += 1
-                else:
-                    self.failures.append(f"status {status}")
-            if closing:  # the server said Connection: close (a retiring worker): reconnect
-                conn.close()
-                conn = self.daemon.connection()
-        conn.close()
+def load_of(daemon: Daemon, threads: int, path: str = "/") -> KeepAliveLoad:
+    """Keep-alive GETs of `path` from `threads` clients while a test reloads or recycles."""
+    return KeepAliveLoad(daemon.connection, threads, path)
 
 
 # -- start, serve, titles -------------------------------------------------------------------------
@@ -178,7 +135,7 @@ def test_thirty_reloads_under_keepalive_load_fail_nothing(
     make_daemon: MakeDaemon, tmp_path: Path
 ) -> None:
     daemon = make_daemon(static_config(site(tmp_path / "www", "steady")))
-    with Load(daemon, threads=8) as load:
+    with load_of(daemon, threads=8) as load:
         for generation in range(2, 32):
             daemon.signal(signal.SIGHUP)
             daemon.wait_for_log(f"ready: generation {generation},")
@@ -416,7 +373,7 @@ def test_recycling_under_load_fails_nothing(make_daemon: MakeDaemon, tmp_path: P
         static_config(site(tmp_path / "www", "recycled"), limits={"worker_requests": 50})
     )
     first = daemon.worker_pids()
-    with Load(daemon, threads=4) as load:
+    with load_of(daemon, threads=4) as load:
         poll(
             lambda: daemon.log().count("recycled: its replacement is ready") >= 4,
             20,

@@ -17,15 +17,14 @@ import http.client
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
 
 import trustme
 
 from tests.support.daemon import ROOT, Daemon
 from tests.support.https import client_context, serial_of, served_serial, write_pair
+from tests.support.keepalive_load import KeepAliveLoad
 
 MakeDaemon = Callable[..., Daemon]
 RENEWALS = 20
@@ -58,58 +57,13 @@ def start(make_daemon: MakeDaemon, tmp_path: Path, ca: trustme.CA) -> tuple[Daem
     return daemon, serial
 
 
-class HttpsLoad:
-    """Client threads, each looping GETs over one keep-alive HTTPS connection; every failure kept."""
-
-    def __init__(self, daemon: Daemon, ca: trustme.CA, threads: int) -> None:
-        self.address = (daemon.host, daemon.port)
-        self.context = client_context(ca)
-        self.stop = threading.Event()
-        self.ok = 0
-        self.connections = 0
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> Self:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(15)
-
-    def connect(self) -> http.client.HTTPSConnection:
-        with self.lock:
-            self.connections += 1
-        host, port = self.address
-        return http.client.HTTPSConnection(host, port, context=self.context, timeout=10)
-
-    def client(self) -> None:
-        conn = self.connect()
-        while not self.stop.is_set():
-            try:
-                conn.request("GET", "/")
-                response = conn.getresponse()
-                body = response.read()
-                status, closing = response.status, response.will_close
-            except (OSError, http.client.HTTPException) as exc:
-                with self.lock:
-                    self.failures.append(repr(exc))
-                conn.close()
-                conn = self.connect()
-                continue
-            with self.lock:
-                if (status, body) == (200, b"secure hello"):
-                    self.ok += 1
-                else:
-                    self.failures.append(f"status {status}: {body[:80]!r}")
-            if closing:  # a retiring worker said Connection: close: reconnect
-                conn.close()
-                conn = self.connect()
-        conn.close()
+def https_load(daemon: Daemon, ca: trustme.CA, threads: int) -> KeepAliveLoad:
+    """Keep-alive HTTPS GETs of "/" from `threads` clients; `connections` counts the handshakes."""
+    context = client_context(ca)
+    return KeepAliveLoad(
+        lambda: http.client.HTTPSConnection(daemon.host, daemon.port, context=context, timeout=10),
+        threads, "/", b"secure hello", join_timeout=15,
+    )
 
 
 def test_twenty_renewals_under_keep_alive_https_load_fail_nothing(
@@ -119,7 +73,7 @@ def test_twenty_renewals_under_keep_alive_https_load_fail_nothing(
     daemon, serial = start(make_daemon, tmp_path, ca)
     config = str(daemon.config_path)
     assert served_serial(daemon.host, daemon.port, ca) == serial
-    with HttpsLoad(daemon, ca, threads=4) as load:
+    with https_load(daemon, ca, threads=4) as load:
         for generation in range(2, RENEWALS + 2):
             serial = renew(ca, tmp_path)
             result = forkd("-c", config, "-s", "reload")
