@@ -200,8 +200,12 @@ class FastCgiConfig:
     timeout: float = 60.0  # seconds php-fpm may stay silent (connect, header block, each output)
     pass_authorization: bool = False  # pass the Authorization header as HTTP_AUTHORIZATION
     min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
+    # Kept connections per worker (FCGI_KEEP_CONN), requests beyond wait in the worker; 0: a new
+    # connection per request. Each holds a php-fpm child: workers x this <= pm.max_children.
+    connections: int = 0
 
 
+FASTCGI_MAX_CONNECTIONS = 1024
 # Params forkd sets itself (with HTTP_*, REDIRECT_*, SSL_*): `params` cannot override them.
 FASTCGI_REQUEST_PARAMS = frozenset({
     "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "DOCUMENT_ROOT", "DOCUMENT_URI",
@@ -686,6 +690,9 @@ class _Builder:
         return tuple(names)
 
     def _check_FastCgiConfig(self, values: dict[str, Any], path: str) -> None:
+        kept = values.get("connections")
+        if isinstance(kept, int) and kept > FASTCGI_MAX_CONNECTIONS:
+            self.fail(f"{path}.connections", f"at most {FASTCGI_MAX_CONNECTIONS}, got {kept}")
         for name in values.get("params") or {}:
             if name in FASTCGI_REQUEST_PARAMS or name.startswith(("HTTP_", "REDIRECT_", "SSL_")):
                 self.fail(f"{path}.params.{name}", "is set by forkd for every request")

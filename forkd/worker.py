@@ -359,6 +359,10 @@ class Worker:
         self._listen(False)
         self._close_listeners(now)
         self.accept_paused_until = 0.0
+        for handler in self.router.handlers():
+            quiesce = getattr(handler, "quiesce", None)
+            if quiesce is not None:
+                quiesce()  # e.g. fastcgi: kept connections to php-fpm are not kept any longer
         self.error_log.debug("worker retiring")
 
     def _close_listeners(self, now: float) -> None:

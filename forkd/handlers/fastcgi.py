@@ -6,9 +6,11 @@ not a script is answered by the route's own StaticHandler (conditional requests,
 so one route does what `try_files $uri $uri/ /index.php` does elsewhere. A script gets a
 FastCgiExchange, which the connection starts once the request body is complete.
 
-The exchange is a FastCGI client living in the worker's reactor (one connection per request: the
-BEGIN_REQUEST asks php-fpm to close it when done, so no connection is ever shared or reused and
-many requests of a worker are simply many sockets):
+The exchange is a FastCGI client living in the worker's reactor. By default a connection carries
+one request (the BEGIN_REQUEST asks php-fpm to close it when done), so many requests of a worker
+are simply many sockets. With `connections: N` the route's requests share at most N kept
+connections per worker, one request at a time each, and the others wait in line in the worker
+(forkd.handlers.fastcgi_pool, which says what that saves and what it costs).
 
   - connect, non-blocking. A unix socket whose backlog is full answers EAGAIN at once: php-fpm is
     busy, not broken, so the client gets 503 with Retry-After (and the next request tries again).
@@ -30,7 +32,9 @@ many requests of a worker are simply many sockets):
   - the end, however it comes (answered, client gone, timed out): `close` closes the socket. That
     is the abort: a php-fpm child reads its connection only when the script asks for input, so an
     FCGI_ABORT_REQUEST record would wait unread, while a closed connection makes the script's next
-    output fail, and PHP then stops it (unless the script asked for ignore_user_abort).
+    output fail, and PHP then stops it (unless the script asked for ignore_user_abort). A kept
+    connection goes back to its pool instead, but only after a clean END_REQUEST with nothing
+    left unread or unsent.
 
 The socket is registered EPOLLONESHOT and re-armed with what the exchange wants next (input while
 it reads, output while it has something to write): a peer that hung up is then reported once, not
@@ -62,6 +66,7 @@ from forkd.handlers.cgi_output import (
     parse,
 )
 from forkd.handlers.cgi_process import CHUNK, StderrLines
+from forkd.handlers.fastcgi_pool import ConnectionPool
 from forkd.handlers.fastcgi_script import STATIC, Params, Selector
 from forkd.handlers.static import StaticHandler
 from forkd.http.errors import BadGateway, GatewayTimeout, HTTPError, ServiceUnavailable
@@ -73,8 +78,8 @@ from forkd.reactor import EPOLLIN, EPOLLONESHOT, EPOLLOUT, Timer
 BUSY = [("Retry-After", "1")]
 REQUEST_ID = 1  # one request per connection
 # Phases of an exchange: connecting, reading the header block, gathering a short body, streaming
-# the body, answered.
-CONNECTING, HEADER, GATHER, STREAM, ANSWERED = range(5)
+# the body, answered; waiting in line for a kept connection.
+CONNECTING, HEADER, GATHER, STREAM, ANSWERED, QUEUED = range(6)
 # connect() errors that mean "busy, try again soon" rather than "broken": a full unix backlog, no
 # descriptors or memory left here.
 BUSY_ERRNOS = frozenset({errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -121,6 +126,8 @@ class FastCgiHandler:
             self.family = socket.AF_INET6 if address.family == "inet6" else socket.AF_INET
             self.address = (address.host, address.port)
         self.logged = 0.0  # when a connect failure was last logged (one line a second)
+        self.pool = (ConnectionPool(settings.connections, self.reactor) if settings.connections
+                     else None)
 
     # -- the Handler protocol --------------------------------------------------------------------
     def prepare(self, request: Request) -> None:
@@ -138,6 +145,11 @@ class FastCgiHandler:
         if isinstance(target, Script):
             return FastCgiExchange(self, request, target)
         return self.static.handle(request)
+
+    def quiesce(self) -> None:
+        """The worker retires: kept connections are closed as they become idle."""
+        if self.pool is not None:
+            self.pool.retire()
 
     # -- helpers for exchanges -------------------------------------------------------------------
     def connect_failed(self, code: int, label: str) -> HTTPError:
@@ -183,6 +195,12 @@ class FastCgiExchange:
         self.broken = False  # the connection to php-fpm ended without END_REQUEST mid-stream
         self.timer: Timer | None = None
         self.closed = False
+        self.pooled = False  # holds a place in the handler's pool
+        self.reused = False  # on a kept connection, which php-fpm may have closed meanwhile
+        self.received = False  # a byte came from php-fpm on this connection
+        self.body_started = False  # some of the request body was read (it cannot be sent again)
+        self.reusable = False  # ended cleanly on a kept connection: give it back
+        self.records = b""  # BEGIN_REQUEST and PARAMS (and the end of STDIN): to send again
         # Not a bound method of self: that would make every exchange a reference cycle, freed
         # only by the garbage collector (15 objects a request) instead of at once.
         self.errors = StderrLines(functools.partial(_log_stderr, handler.log, self.label))
@@ -191,27 +209,89 @@ class FastCgiExchange:
     def start(self, reply: Reply, now: float) -> None:
         handler = self.handler
         self.reply = reply
-        self.pending += fcgi.begin_request(REQUEST_ID)
+        pool = handler.pool
+        self.pending += fcgi.begin_request(REQUEST_ID, keep_connection=pool is not None)
         self.pending += handler.params.record(REQUEST_ID, self.request, self.script)
         if self.body is None:
             self._end_input()
+        reply.set_deadline(now + self.timeout)
+        if pool is None:
+            error = self._open(now)
+            if error is not None:
+                self.closed = True
+                raise error
+            return
+        self.records = bytes(self.pending)
+        if not pool.take(self, now):
+            self.phase = QUEUED
+
+    def _open(self, now: float) -> HTTPError | None:
+        """Open a new connection and start sending; the error to answer when that fails."""
+        handler = self.handler
         try:
             sock = socket.socket(handler.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            self.closed = True
-            raise handler.connect_failed(exc.errno or errno.EMFILE, self.label) from None
+            return handler.connect_failed(exc.errno or errno.EMFILE, self.label)
         code = sock.connect_ex(handler.address)
         if code not in (0, errno.EINPROGRESS):
             sock.close()
-            self.closed = True
-            raise handler.connect_failed(code, self.label)
+            return handler.connect_failed(code, self.label)
         self.sock, self.fd = sock, sock.fileno()
-        reply.set_deadline(now + self.timeout)
+        self.phase = CONNECTING
         if code == 0:
             self.phase = HEADER
             self._send(now)
         self.armed = self._wanted()
         handler.reactor.watch(self.fd, self.armed, self)
+        return None
+
+    # -- the pool's side (forkd.handlers.fastcgi_pool) --------------------------------------------
+    def connect(self, now: float) -> None:
+        """A new kept connection for this request (it holds a place in the pool from now on)."""
+        self.pooled = True
+        self._set_deadline(now)
+        error = self._open(now)
+        if error is not None:
+            self._fail(error, now)
+
+    def attach(self, sock: socket.socket, now: float) -> bool:
+        """Send this request on a kept connection; False (socket closed) if php-fpm closed it."""
+        try:
+            sent = sock.send(self.pending)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # EPIPE, ECONNRESET: php-fpm closed it while it was idle
+            self.handler.reactor.unwatch(sock.fileno())
+            sock.close()
+            return False
+        del self.pending[:sent]
+        self.sock, self.fd = sock, sock.fileno()
+        self.pooled = self.reused = True
+        self._set_deadline(now)
+        self.phase = HEADER
+        if self.pending or not self.input_done:
+            self._send(now)
+        self.armed = self._wanted()
+        self.handler.reactor.rebind(self.fd, self.armed, self)
+        return True
+
+    def _set_deadline(self, now: float) -> None:
+        if self.phase == QUEUED:  # the wait in line is over: php-fpm's own time begins
+            assert self.reply is not None
+            self.reply.set_deadline(now + self.timeout)
+
+    def _retry(self, now: float) -> None:
+        """A kept connection ended before any answer: send the request again on a new one."""
+        assert self.sock is not None
+        self.handler.reactor.unwatch(self.fd)
+        self.sock.close()
+        self.sock, self.reused = None, False  # a new connection: no second retry
+        self.pending = bytearray(self.records)
+        self.input_done = self.body is None
+        self.reader = fcgi.RecordReader()
+        error = self._open(now)
+        if error is not None:
+            self._fail(error, now)
 
     # -- events ----------------------------------------------------------------------------------
     def on_event(self, fd: int, mask: int, now: float) -> None:
@@ -239,6 +319,11 @@ class FastCgiExchange:
         self._arm()
 
     def on_timeout(self, now: float) -> None:
+        if self.phase == QUEUED:
+            self.handler.log.error(f"fastcgi {self.label}: no kept connection free for "
+                                   f"{self.timeout:g}s, answering 504")
+            self._fail(FastCgiTimeout(f"no connection within {self.timeout:g}s"), now)
+            return
         what = "response cut" if self.phase == STREAM else "answering 504"
         self.handler.log.error(f"fastcgi {self.label}: php-fpm silent for {self.timeout:g}s, {what}")
         self._fail(FastCgiTimeout(f"no answer within {self.timeout:g}s"), now)
@@ -288,6 +373,7 @@ class FastCgiExchange:
     def _next_input(self) -> None:
         assert self.body is not None
         data = self.body.read(fcgi.WRITE_CONTENT * 4)
+        self.body_started = True
         if data:
             self.pending += fcgi.stream(fcgi.STDIN, REQUEST_ID, data)
         else:
@@ -304,8 +390,12 @@ class FastCgiExchange:
             if data is None:
                 break
             if not data:
-                self._connection_ended(now)
+                if self.reused and not self.received and not self.body_started:
+                    self._retry(now)
+                else:
+                    self._connection_ended(now)
                 return
+            self.received = True
             if self.phase == HEADER:
                 assert self.reply is not None
                 self.reply.set_deadline(now + self.timeout)
@@ -415,6 +505,10 @@ class FastCgiExchange:
                 return
             body = body[: outcome.length]
         self.output = bytearray()
+        self._check_reusable()
+        # Close (or give back) before answering: after END_REQUEST php-fpm's child waits for
+        # this close, or the next request, so every moment spent sending first idles it.
+        self.close()
         self._respond(Response(outcome.status, outcome.fields, body=body), now, ANSWERED)
 
     def _connection_ended(self, now: float) -> None:
@@ -491,6 +585,7 @@ class FastCgiExchange:
                     self.errors.feed(record.content)
                 elif record.type == fcgi.END_REQUEST:
                     self.output_done = True
+                    self._check_reusable()
 
     def _cut(self, reason: str) -> None:
         """The response started and cannot be completed: abort the client's connection soon (not
@@ -504,6 +599,11 @@ class FastCgiExchange:
             self._fail(FastCgiFailed("response cut"), now)
 
     # -- the end ---------------------------------------------------------------------------------
+    def _check_reusable(self) -> None:
+        """After END_REQUEST: may the connection carry the next request?"""
+        self.reusable = (self.pooled and self.input_done and not self.pending
+                         and not self.reader.pending)
+
     def close(self) -> None:
         """The request is over: close the connection to php-fpm (see the module docstring)."""
         if self.closed:
@@ -513,10 +613,21 @@ class FastCgiExchange:
             self.timer.cancel()
             self.timer = None
         self.errors.end()
-        if self.sock is not None:
+        pool = self.handler.pool
+        sock, self.sock = self.sock, None
+        if self.phase == QUEUED:
+            assert pool is not None
+            pool.cancel(self)
+        if sock is not None:
+            if self.reusable:
+                assert pool is not None
+                pool.give_back(sock, time.monotonic())
+                return
             self.handler.reactor.unwatch(self.fd)
-            self.sock.close()
-            self.sock = None
+            sock.close()
+        if self.pooled:
+            assert pool is not None
+            pool.lost(time.monotonic())
 
 
 def _log_stderr(log: ErrorLog, label: str, line: bytes) -> None:

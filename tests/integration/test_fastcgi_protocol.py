@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,24 @@ def test_a_peer_that_dies_mid_response_never_looks_complete(daemon: Daemon) -> N
     conn.close()
     daemon.wait_for_log("php-fpm closed the connection")
     assert daemon.get("/params.php")[0] == 200  # the worker serves on
+
+
+def test_a_kept_connection_closed_under_a_request_sends_it_again(tmp_path: Path) -> None:
+    """The peer closes each kept connection after reading its third request, without an answer:
+    the request goes again on a new connection, and the client never sees it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "kept.php").write_text("<?php // answered by the scripted peer\n")
+    peer = FastCgiPeer().start()
+    (tmp_path / "forkd").mkdir()
+    server = Daemon(tmp_path / "forkd", {"workers": 1, "routes": [
+        {"prefix": "/", "fastcgi": {"connect": peer.connect, "root": str(root),
+                                    "connections": 1}}]})
+    try:
+        server.start()
+        answers = [server.get("/kept.php")[2] for _ in range(5)]
+        assert answers == [b"1 1", b"1 2", b"2 1", b"2 2", b"3 1"]
+        assert "closed the connection" not in server.log()
+    finally:
+        server.stop()
+        peer.stop()

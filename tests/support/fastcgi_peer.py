@@ -8,7 +8,11 @@ a thread, and behaves according to the basename of the SCRIPT_FILENAME param it 
   - stdin.php: reads the whole STDIN stream, answers its length and SHA-256;
   - overloaded.php: END_REQUEST with protocol status OVERLOADED;
   - garbage.php: an HTTP response instead of records;
-  - dies.php: a header block and 200 KiB of body, then the connection closes, no END_REQUEST.
+  - dies.php: a header block and 200 KiB of body, then the connection closes, no END_REQUEST;
+  - kept.php: answers "<connection number> <request number on it>" and, when the request asked
+    for FCGI_KEEP_CONN, waits for the next request on the same connection; the third request on
+    a connection is read and left unanswered, the connection closed (a php-fpm child that reached
+    pm.max_requests just as the request came).
 
 Records are built by hand here (struct), not with forkd's codec, so a codec bug cannot hide itself.
 """
@@ -22,7 +26,8 @@ import struct
 import threading
 
 HEADER = struct.Struct(">BBHHBx")
-STDIN, STDOUT, END_REQUEST, PARAMS = 5, 6, 3, 4
+BEGIN_REQUEST, STDIN, STDOUT, END_REQUEST, PARAMS = 1, 5, 6, 3, 4
+KEEP_CONN = 1
 
 
 def record(kind: int, request_id: int, content: bytes = b"") -> bytes:
@@ -41,6 +46,7 @@ class FastCgiPeer:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.accepted = 0
 
     @property
     def connect(self) -> str:
@@ -59,22 +65,32 @@ class FastCgiPeer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+            self.accepted += 1
+            threading.Thread(target=self._answer, args=(conn, self.accepted), daemon=True).start()
 
-    def _answer(self, conn: socket.socket) -> None:
+    def _answer(self, conn: socket.socket, number: int) -> None:
         with conn:
             try:
-                request_id, params, body = self._read_request(conn)
-                script = os.path.basename(params.get(b"SCRIPT_FILENAME", b"").decode())
-                getattr(self, "_" + script.replace(".php", ""))(conn, request_id, params, body)
+                for served in range(3):
+                    request_id, params, body, keep = self._read_request(conn)
+                    script = os.path.basename(params.get(b"SCRIPT_FILENAME", b"").decode())
+                    if script != "kept.php":
+                        getattr(self, "_" + script.replace(".php", ""))(conn, request_id, params,
+                                                                        body)
+                        return
+                    if served == 2 or not keep:
+                        return
+                    text = f"Content-Type: text/plain\r\n\r\n{number} {served + 1}".encode()
+                    conn.sendall(record(STDOUT, request_id, text) + end_request(request_id))
             except (OSError, ValueError):
                 pass
 
-    def _read_request(self, conn: socket.socket) -> tuple[int, dict[bytes, bytes], bytes]:
+    def _read_request(self, conn: socket.socket) -> tuple[int, dict[bytes, bytes], bytes, bool]:
         buffer = b""
         params = b""
         body = b""
         request_id = 0
+        keep = False
         done = set()
         while done != {PARAMS, STDIN}:
             while len(buffer) < 8:
@@ -84,13 +100,15 @@ class FastCgiPeer:
                 buffer += self._recv(conn)
             content = buffer[8:8 + length]
             buffer = buffer[8 + length + padding:]
-            if kind == PARAMS:
+            if kind == BEGIN_REQUEST:
+                keep = bool(content[2] & KEEP_CONN)
+            elif kind == PARAMS:
                 params += content
             elif kind == STDIN:
                 body += content
             if kind in (PARAMS, STDIN) and not content:
                 done.add(kind)
-        return request_id, _pairs(params), body
+        return request_id, _pairs(params), body, keep
 
     @staticmethod
     def _recv(conn: socket.socket) -> bytes:

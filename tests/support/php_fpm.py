@@ -38,7 +38,7 @@ def php_fpm_program() -> str:
 
 class PhpFpm:
     def __init__(self, directory: Path, children: int = 4, backlog: int = 511,
-                 admin_values: dict[str, str] | None = None) -> None:
+                 admin_values: dict[str, str] | None = None, max_requests: int = 0) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = self.dir / "php-fpm.sock"
@@ -47,6 +47,7 @@ class PhpFpm:
         self.children = children
         self.backlog = backlog
         self.admin_values = admin_values or {}
+        self.max_requests = max_requests  # a child exits after this many requests (0: never)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,6 +69,7 @@ class PhpFpm:
             f"listen.backlog = {self.backlog}\n"
             "pm = static\n"
             f"pm.max_children = {self.children}\n"
+            f"pm.max_requests = {self.max_requests}\n"
             "catch_workers_output = yes\n"
             "security.limit_extensions = .php\n"
             + values

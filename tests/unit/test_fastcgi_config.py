@@ -35,13 +35,15 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.index == ("index.php", "index.html") and settings.extensions == (".php",)
     assert settings.front_controller is None and dict(settings.params) == {}
     assert settings.timeout == 60.0 and settings.pass_authorization is False
+    assert settings.connections == 0  # a new connection per request unless asked
 
 
 def test_every_key(tmp_path: Path) -> None:
     settings = build(tmp_path, textwrap.dedent("""\
         {connect: "127.0.0.1:9000", root: www, index: [index.php], extensions: [.php, .PHTML],
                front_controller: /index.php, params: {APP_ENV: prod}, timeout: 5,
-               pass_authorization: true}"""))
+               pass_authorization: true, connections: 3}"""))
+    assert settings.connections == 3
     assert settings.connect == "127.0.0.1:9000" and settings.extensions == (".php", ".phtml")
     assert settings.front_controller == "/index.php" and dict(settings.params) == {"APP_ENV": "prod"}
     assert build(tmp_path, '{connect: "unix:fpm.sock", root: www}').connect == (
@@ -72,3 +74,7 @@ def test_problems_name_their_key(tmp_path: Path) -> None:
         tmp_path, '{connect: "unix:/x", root: www, params: {HTTP_HOST: x}}')[0]
     assert "port 0" in problems(tmp_path, '{connect: "127.0.0.1:0", root: www}')[0]
     assert "e.g." in problems(tmp_path, '{connect: "nonsense", root: www}')[0]
+    assert problems(tmp_path, '{connect: "unix:/x", root: www, connections: -1}') == [
+        "routes[0].fastcgi.connections: must not be negative, got -1"]
+    assert problems(tmp_path, '{connect: "unix:/x", root: www, connections: 5000}') == [
+        "routes[0].fastcgi.connections: at most 1024, got 5000"]

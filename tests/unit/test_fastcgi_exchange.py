@@ -40,7 +40,7 @@ def test_an_exchange_is_freed_at_once_when_closed(no_collector: None) -> None:
     # One exchange per PHP request: a reference cycle would leave each one (request, params,
     # buffers: a dozen objects) to the garbage collector instead of freeing it when it closes.
     log = Log()
-    handler = SimpleNamespace(settings=SimpleNamespace(timeout=60.0), log=log)
+    handler = SimpleNamespace(settings=SimpleNamespace(timeout=60.0), log=log, pool=None)
     request = HeadParser(Limits()).parse(b"GET /x.php HTTP/1.1\r\nHost: h\r\n\r\n")
     exchange = FastCgiExchange(handler, request, Script("/srv/x.php", "/x.php", "", ()))  # type: ignore[arg-type]
     exchange.phase = HEADER
