@@ -27,6 +27,7 @@ temporary directory is removed unless the run failed or `--keep` is given (its l
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import http.cookiejar
 import json
@@ -44,7 +45,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -178,13 +179,14 @@ def make_tree(directory: Path, db_socket: Path, db_password: str) -> Path:
         "define('WP_HTTP_BLOCK_EXTERNAL', true);  // loopback only: never wait on wordpress.org\n"
         "define('AUTOMATIC_UPDATER_DISABLED', true);\n"
         "define('WP_DEBUG', false);\n"
+        "define('WP_ENVIRONMENT_TYPE', 'local');  // application passwords without HTTPS\n"
         "if (!defined('ABSPATH')) define('ABSPATH', __DIR__ . '/');\n"
         "require_once ABSPATH . 'wp-settings.php';\n"
     )
     return tree
 
 
-def png(width: int = 300, height: int = 200) -> bytes:
+def png(width: int = 300, height: int = 200, noise: bool = False) -> bytes:
     """A real RGB PNG (big enough for a 150x150 thumbnail) carrying PHP code in a tEXt chunk.
 
     If forkd ever handed `/uploads/x.png/x.php` to PHP, the code would run and show its marker.
@@ -192,8 +194,11 @@ def png(width: int = 300, height: int = 200) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-    rows = b"".join(b"\0" + b"".join(bytes((x % 256, y % 256, (x * y) % 256))
-                                      for x in range(width)) for y in range(height))
+    if noise:  # incompressible: the file is as big as its pixels
+        rows = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
+    else:
+        rows = b"".join(b"\0" + b"".join(bytes((x % 256, y % 256, (x * y) % 256))
+                                          for x in range(width)) for y in range(height))
     return (b"\x89PNG\r\n\x1a\n"
             + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"tEXt", b"Comment\0<?php echo 'UPLOAD-EXECUTED'; ?>")
@@ -227,7 +232,7 @@ class Client:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
                                                   NoRedirect)
 
-    def request(self, path: str, data: bytes | dict[str, str] | None = None,
+    def request(self, path: str, data: bytes | dict[str, str] | Iterable[bytes] | None = None,
                 headers: dict[str, str] | None = None, method: str | None = None) -> Response:
         if isinstance(data, dict):
             data = urllib.parse.urlencode(data).encode()
@@ -326,13 +331,10 @@ class Walk:
         return "/%postname%/ saved (nonce form, 302)"
 
     def post(self) -> str:
-        rest = self.c.request("/wp-admin/admin-ajax.php?action=rest-nonce")
-        check(rest.status == 200 and re.fullmatch(rb"[0-9a-f]+", rest.body),
-              f"rest-nonce: {rest.status} {rest.body[:100]!r}")
         r = self.c.request("/wp-json/wp/v2/posts", json.dumps({
             "title": POST_TITLE, "status": "publish",
             "content": "<p>Served by forkd through php-fpm.</p>"}).encode(),
-            {"Content-Type": "application/json", "X-WP-Nonce": rest.text})
+            {"Content-Type": "application/json", "X-WP-Nonce": self.rest_nonce()})
         check(r.status == 201, f"REST create: {r.status} {r.text[:300]!r}")
         created = json.loads(r.body)
         self.post_link = created["link"]
@@ -350,6 +352,88 @@ class Walk:
         missing = self.c.request("/no-such-page-here/")
         check(missing.status == 404, f"unknown permalink: {missing.status}")
         return "200 through the front controller; /hello-from-forkd?x=1 -> 301; unknown -> 404"
+
+    def urls(self) -> str:
+        """The URL shapes WordPress relies on: encoded slugs, query strings, slashes, feeds."""
+        r = self.c.request("/wp-json/wp/v2/posts", json.dumps({
+            "title": "привет forkd", "status": "publish", "content": "<p>кириллица</p>"}).encode(),
+            {"Content-Type": "application/json", "X-WP-Nonce": self.rest_nonce()})
+        check(r.status == 201, f"REST create: {r.status} {r.text[:300]!r}")
+        post = json.loads(r.body)
+        link = post["link"]
+        check("/%d0%bf%d1%80%d0%b8%d0%b2%d0%b5%d1%82-forkd/" in link, f"slug {link}")
+        page = self.c.request(link)
+        check(page.status == 200 and "кириллица" in page.text, f"encoded slug: {page.status}")
+        plain = self.c.request(f"/index.php?p={post['id']}")
+        check(plain.status == 301 and plain.headers.get("Location") == link,
+              f"/index.php?p=: {plain.status} {plain.headers.get('Location')}")
+        admin = self.c.request("/wp-admin")
+        target = urllib.parse.urljoin(self.c.base + "/wp-admin", admin.headers.get("Location", ""))
+        check(admin.status == 301 and target == self.c.base + "/wp-admin/",
+              f"/wp-admin: {admin.status} {admin.headers.get('Location')}")
+        search = self.c.request("/?s=Hello+from")
+        check(search.status == 200 and POST_TITLE in search.text, f"search: {search.status}")
+        feed = self.c.request("/feed/")
+        check(feed.status == 200 and "rss+xml" in feed.headers.get("Content-Type", "")
+              and POST_TITLE in feed.text, f"feed: {feed.status} {feed.headers.get('Content-Type')}")
+        api = self.c.request("/wp-json/")
+        check(api.status == 200 and json.loads(api.body)["name"] == TITLE, f"/wp-json/: {api.status}")
+        head = self.c.request(self.post_link, method="HEAD")
+        check(head.status == 200 and not head.body, f"HEAD: {head.status} {len(head.body)}")
+        return ("encoded slug 200, /index.php?p= -> 301, /wp-admin -> 301, search, feed, "
+                "/wp-json/, HEAD")
+
+    def rest_nonce(self) -> str:
+        rest = self.c.request("/wp-admin/admin-ajax.php?action=rest-nonce")
+        check(rest.status == 200 and re.fullmatch(rb"[0-9a-f]+", rest.body),
+              f"rest-nonce: {rest.status} {rest.body[:100]!r}")
+        return rest.text
+
+    def rest_media(self) -> str:
+        """A 1.9 MB image through the REST API, sent chunked: forkd de-chunks it for PHP."""
+        width = 800
+        big = png(width, width, noise=True)
+        chunks = [big[i:i + 65536] for i in range(0, len(big), 65536)]
+        r = self.c.request("/wp-json/wp/v2/media", iter(chunks), {
+            "Content-Type": "image/png", "X-WP-Nonce": self.rest_nonce(),
+            "Content-Disposition": 'attachment; filename="forkd-noise.png"'})
+        check(r.status == 201, f"REST media: {r.status} {r.text[:300]!r}")
+        media = json.loads(r.body)
+        sizes = media["media_details"].get("sizes", {})
+        check({"thumbnail", "medium"} <= set(sizes), f"sizes: {sorted(sizes)}")
+        back = self.c.request(media["source_url"])
+        check(back.status == 200 and back.body == big, f"fetch back: {back.status}")
+        return (f"{len(big)} bytes chunked -> 201, {len(sizes)} sizes, fetched back identical")
+
+    def app_password(self) -> str:
+        """An application password over Basic auth (the route has pass_authorization: true)."""
+        r = self.c.request("/wp-json/wp/v2/users/me/application-passwords",
+                           json.dumps({"name": "forkd soak"}).encode(),
+                           {"Content-Type": "application/json", "X-WP-Nonce": self.rest_nonce()})
+        check(r.status == 201, f"create: {r.status} {r.text[:300]!r}")
+        secret = json.loads(r.body)["password"]
+        token = base64.b64encode(f"{ADMIN}:{secret}".encode()).decode()
+        stranger = Client(self.c.base)
+        me = stranger.request("/wp-json/wp/v2/users/me?context=edit",
+                              headers={"Authorization": f"Basic {token}"})
+        check(me.status == 200 and json.loads(me.body).get("username") == ADMIN,
+              f"Basic auth: {me.status} {me.text[:200]!r}")
+        wrong = base64.b64encode(f"{ADMIN}:wrong".encode()).decode()
+        denied = stranger.request("/wp-json/wp/v2/users/me",
+                                  headers={"Authorization": f"Basic {wrong}"})
+        check(denied.status == 401, f"wrong password: {denied.status}")
+        return "created (201); users/me with it 200, with a wrong one 401"
+
+    def logout(self) -> str:
+        page = self.c.request("/wp-admin/")
+        token = nonce(r"wp-login\.php\?action=logout(?:&amp;|&#038;)_wpnonce=([0-9a-f]+)", page.text,
+                      "logout link")
+        r = self.c.request(f"/wp-login.php?action=logout&_wpnonce={token}")
+        check(r.status == 302 and "loggedout=true" in r.headers.get("Location", ""),
+              f"logout: {r.status} {r.headers.get('Location')}")
+        after = self.c.request("/wp-admin/")
+        check(after.status == 302, f"/wp-admin/ after logout: {after.status}")
+        return "302 to loggedout=true, cookies cleared: /wp-admin/ -> 302"
 
     def upload(self) -> str:
         page = self.c.request("/wp-admin/media-new.php")
@@ -468,7 +552,7 @@ def run(args: argparse.Namespace) -> int:
                          extensions=PHP_EXTENSIONS).start()
             daemon = Daemon(directory, {"routes": [{"prefix": "/", "fastcgi": {
                 "connect": fpm.connect, "root": str(tree), "index": ["index.php"],
-                "front_controller": "/index.php"}}]}).start()
+                "front_controller": "/index.php", "pass_authorization": True}}]}).start()
             return f"php-fpm and forkd on http://127.0.0.1:{daemon.port}/"
 
         ok = step("mariadb", database, failures) and step("php-fpm + forkd", servers, failures)
@@ -485,7 +569,11 @@ def run(args: argparse.Namespace) -> int:
                     ("media upload (async-upload.php)", walk.upload),
                     ("uploaded file served static", walk.fetch_upload),
                     ("static asset", walk.static_asset),
-                    ("upload hole", walk.upload_hole)):
+                    ("upload hole", walk.upload_hole),
+                    ("WordPress URL shapes", walk.urls),
+                    ("REST media upload, chunked", walk.rest_media),
+                    ("application password (Basic auth)", walk.app_password),
+                    ("log out", walk.logout)):
                 if not step(name, action, failures):
                     break
     finally:
