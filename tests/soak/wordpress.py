@@ -424,6 +424,48 @@ class Walk:
         check(denied.status == 401, f"wrong password: {denied.status}")
         return "created (201); users/me with it 200, with a wrong one 401"
 
+    def comment(self) -> str:
+        """An anonymous comment: a 302 back to the post, the author remembered in cookies."""
+        post_id = self.post_link and json.loads(self.c.request(
+            "/wp-json/wp/v2/posts?slug=hello-from-forkd").body)[0]["id"]
+        visitor = Client(self.c.base)
+        r = visitor.request("/wp-comments-post.php", {
+            "comment": "A comment through forkd.", "author": "Visitor",
+            "email": "visitor@example.com", "url": "", "comment_post_ID": str(post_id),
+            "comment_parent": "0", "wp-comment-cookies-consent": "yes", "submit": "Post Comment"})
+        location = r.headers.get("Location", "")
+        check(r.status == 302 and location.startswith(self.post_link + "#comment-"),
+              f"comment: {r.status} {location} {r.text[:200]!r}")
+        names = {cookie.name for cookie in visitor.jar}
+        check(any(name.startswith("comment_author_") for name in names), f"cookies: {names}")
+        shown = visitor.request(self.post_link)
+        check(shown.status == 200 and "A comment through forkd." in shown.text, "comment not shown")
+        return f"302 to {urllib.parse.urlsplit(location).path}#{location.split('#')[1]}, shown"
+
+    def keep_alive(self) -> str:
+        """Mixed PHP and static responses, one after another on one connection."""
+        host, port = urllib.parse.urlsplit(self.c.base).netloc.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        expected = (WORDPRESS / "wp-includes/css/buttons.min.css").read_bytes()
+        rounds = 10
+        try:
+            for _ in range(rounds):
+                for method, path, status in (("GET", "/", 200),
+                                             ("GET", "/wp-includes/css/buttons.min.css", 200),
+                                             ("GET", "/no-such-page-here/", 404),
+                                             ("HEAD", "/hello-from-forkd/", 200),
+                                             ("GET", "/wp-json/wp/v2/posts?per_page=1", 200)):
+                    conn.request(method, path)
+                    r = conn.getresponse()
+                    body = r.read()
+                    check(r.status == status and not r.will_close,
+                          f"{method} {path}: {r.status}, will_close={r.will_close}")
+                    if path.endswith(".css"):
+                        check(body == expected, "static body differs on a kept-alive connection")
+        finally:
+            conn.close()
+        return f"{rounds * 5} requests (PHP pages, static, 404, HEAD, JSON) on one connection"
+
     def logout(self) -> str:
         page = self.c.request("/wp-admin/")
         token = nonce(r"wp-login\.php\?action=logout(?:&amp;|&#038;)_wpnonce=([0-9a-f]+)", page.text,
@@ -573,6 +615,8 @@ def run(args: argparse.Namespace) -> int:
                     ("WordPress URL shapes", walk.urls),
                     ("REST media upload, chunked", walk.rest_media),
                     ("application password (Basic auth)", walk.app_password),
+                    ("comment (wp-comments-post.php)", walk.comment),
+                    ("keep-alive", walk.keep_alive),
                     ("log out", walk.logout)):
                 if not step(name, action, failures):
                     break
