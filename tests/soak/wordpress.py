@@ -266,8 +266,9 @@ def multipart(fields: dict[str, str], name: str, filename: str, content: bytes,
 
 # -- the walk -------------------------------------------------------------------------------------
 class Walk:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, db: MariaDB) -> None:
         self.c = client
+        self.db = db
         self.post_link = ""
         self.upload_url = ""
         self.image = png()
@@ -466,6 +467,25 @@ class Walk:
             conn.close()
         return f"{rounds * 5} requests (PHP pages, static, 404, HEAD, JSON) on one connection"
 
+    def cron(self) -> str:
+        """WordPress runs its cron by a POST to itself that it leaves at once (0.01 s timeout).
+
+        forkd logs those 499; the script must still run. wp_install() scheduled
+        wp_https_detection (twice daily) for the moment of the install: if a cron run took it,
+        it is now due in about 12 hours.
+        """
+        done = self.db.sql("SELECT option_value FROM wordpress.wp_options "
+                           "WHERE option_name = 'cron'")
+        check(done.returncode == 0, done.stderr)
+        # PHP-serialized {timestamp: {hook: ...}}: split it at the timestamps.
+        parts = re.split(r"i:(\d{10});a:\d+:\{", done.stdout)
+        due = [int(stamp) for stamp, events in zip(parts[1::2], parts[2::2], strict=True)
+               if '"wp_https_detection"' in events]
+        check(due, f"wp_https_detection not scheduled: {done.stdout[:300]!r}")
+        ahead = due[0] - time.time()
+        check(ahead > 3600, f"wp_https_detection still due ({ahead:.0f} s): cron never ran")
+        return f"wp_https_detection ran, next due in {ahead / 3600:.1f} h"
+
     def logout(self) -> str:
         page = self.c.request("/wp-admin/")
         token = nonce(r"wp-login\.php\?action=logout(?:&amp;|&#038;)_wpnonce=([0-9a-f]+)", page.text,
@@ -600,7 +620,7 @@ def run(args: argparse.Namespace) -> int:
         ok = step("mariadb", database, failures) and step("php-fpm + forkd", servers, failures)
         if ok:
             assert daemon is not None
-            walk = Walk(Client(f"http://127.0.0.1:{daemon.port}"))
+            walk = Walk(Client(f"http://127.0.0.1:{daemon.port}"), db)
             for name, action in (
                     ("GET / redirects to the installer", walk.install_redirect),
                     ("install form", walk.install),
@@ -617,6 +637,7 @@ def run(args: argparse.Namespace) -> int:
                     ("application password (Basic auth)", walk.app_password),
                     ("comment (wp-comments-post.php)", walk.comment),
                     ("keep-alive", walk.keep_alive),
+                    ("wp-cron ran through its loopback POST", walk.cron),
                     ("log out", walk.logout)):
                 if not step(name, action, failures):
                     break
