@@ -641,6 +641,13 @@ def run(args: argparse.Namespace) -> int:
                     ("log out", walk.logout)):
                 if not step(name, action, failures):
                     break
+            if args.hold:
+                print(f"holding http://127.0.0.1:{daemon.port}/ (admin / {PASSWORD}) for "
+                      f"{args.hold} s; Ctrl-C ends it", flush=True)
+                time.sleep(args.hold)
+    except (KeyboardInterrupt, SystemExit):
+        print(f"FAIL: interrupted; kept {directory}", flush=True)
+        raise
     finally:
         if daemon is not None:
             def stop_forkd() -> str:
@@ -672,12 +679,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-apt", action="store_true", help="skip the apt-get step")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--runs", type=int, default=1, help="walk this many times, from scratch")
+    parser.add_argument("--hold", type=int, default=0, metavar="SECONDS",
+                        help="keep the site running this long after the walk, to explore it")
     parser.add_argument("--show", type=int, default=5, help="PHP log lines to print")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("run as root: apt-get, and mariadbd/php-fpm as root in a private directory")
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally blocks run
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with `&`
     status = 0
     for number in range(args.runs):
         if args.runs > 1:
