@@ -1,6 +1,6 @@
 """WordPress behind forkd: install Debian's `wordpress`, serve it through one `fastcgi` route, walk it.
 
-Run as root: `python3 -m tests.soak.wordpress [--keep] [--no-apt] [--runs N]`.
+Run as root: `python3 -m tests.soak.wordpress [--no-apt] [--runs N] [--keep] [--hold SECONDS]`.
 
 Theory of operation. The soak installs what is missing with apt-get (Debian's `wordpress`, its
 theme, `mariadb-server`, `php-mysql`, `php-gd`; `php8.2` is named so that apt picks php-fpm and not
@@ -14,13 +14,15 @@ libapache2-mod-php; no service is started). Then, all in one temporary directory
   the run never waits on wordpress.org; WordPress's loopback requests to itself still happen;
 - php-fpm (tests/support/php_fpm.py) with the extensions WordPress needs;
 - forkd (tests/support/daemon.py) with ONE route: `fastcgi` with `root:` the tree,
-  `index: [index.php]` and `front_controller: /index.php`.
+  `index: [index.php]`, `front_controller: /index.php` and `pass_authorization: true` (for
+  application passwords).
 
 Then a client with a cookie jar walks what a first-time owner does: the install redirect and form,
 the admin login, pretty permalinks, a post fetched by its pretty permalink (the front controller),
-a media upload fetched back as a static file (ETag, ranges), a static asset, and the upload hole
-(`/uploads/x.png/x.php`). One line per step, PASS or FAIL with its time; exit status 1 on any
-failure. Every process started here is stopped in a `finally`, on failure and on SIGTERM too. The
+a media upload fetched back as a static file (ETag, ranges), a static asset, the upload hole
+(`/uploads/x.png/x.php`); then URL shapes WordPress relies on, a chunked REST upload, an
+application password, a comment, keep-alive, wp-cron, log out. One line per step, PASS or FAIL with its time; exit status 1 on any
+failure. Every process started here is stopped in a `finally`, on failure, SIGTERM and Ctrl-C. The
 temporary directory is removed unless the run failed or `--keep` is given (its logs say why).
 """
 
@@ -270,6 +272,7 @@ class Walk:
         self.c = client
         self.db = db
         self.post_link = ""
+        self.post_id = 0
         self.upload_url = ""
         self.image = png()
 
@@ -338,7 +341,7 @@ class Walk:
             {"Content-Type": "application/json", "X-WP-Nonce": self.rest_nonce()})
         check(r.status == 201, f"REST create: {r.status} {r.text[:300]!r}")
         created = json.loads(r.body)
-        self.post_link = created["link"]
+        self.post_link, self.post_id = created["link"], created["id"]
         check(self.post_link == self.c.base + "/hello-from-forkd/", f"link {self.post_link}")
         return f"REST 201, post {created['id']} at {urllib.parse.urlsplit(self.post_link).path}"
 
@@ -427,12 +430,10 @@ class Walk:
 
     def comment(self) -> str:
         """An anonymous comment: a 302 back to the post, the author remembered in cookies."""
-        post_id = self.post_link and json.loads(self.c.request(
-            "/wp-json/wp/v2/posts?slug=hello-from-forkd").body)[0]["id"]
         visitor = Client(self.c.base)
         r = visitor.request("/wp-comments-post.php", {
             "comment": "A comment through forkd.", "author": "Visitor",
-            "email": "visitor@example.com", "url": "", "comment_post_ID": str(post_id),
+            "email": "visitor@example.com", "url": "", "comment_post_ID": str(self.post_id),
             "comment_parent": "0", "wp-comment-cookies-consent": "yes", "submit": "Post Comment"})
         location = r.headers.get("Location", "")
         check(r.status == 302 and location.startswith(self.post_link + "#comment-"),
