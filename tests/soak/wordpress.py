@@ -446,8 +446,8 @@ class Walk:
 
     def keep_alive(self) -> str:
         """Mixed PHP and static responses, one after another on one connection."""
-        host, port = urllib.parse.urlsplit(self.c.base).netloc.split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        base = urllib.parse.urlsplit(self.c.base)
+        conn = http.client.HTTPConnection(base.netloc, timeout=60)
         expected = (WORDPRESS / "wp-includes/css/buttons.min.css").read_bytes()
         rounds = 10
         try:
@@ -457,7 +457,7 @@ class Walk:
                                              ("GET", "/no-such-page-here/", 404),
                                              ("HEAD", "/hello-from-forkd/", 200),
                                              ("GET", "/wp-json/wp/v2/posts?per_page=1", 200)):
-                    conn.request(method, path)
+                    conn.request(method, base.path + path)
                     r = conn.getresponse()
                     body = r.read()
                     check(r.status == status and not r.will_close,
@@ -541,11 +541,10 @@ class Walk:
         return f"{len(r.body)} bytes, ETag {r.headers.get('ETag')}, {r.headers['Content-Type']}"
 
     def upload_hole(self) -> str:
-        path = urllib.parse.urlsplit(self.upload_url).path
-        for probe in (path + "/x.php", path + "/", path + "%0a.php"):
-            r = self.c.request(probe)
-            check(b"UPLOAD-EXECUTED" not in r.body, f"{probe} ran the upload as PHP")
-            check(r.status in (400, 404), f"{probe}: {r.status}")
+        for probe in ("/x.php", "/", "%0a.php"):
+            r = self.c.request(self.upload_url + probe)
+            check(b"UPLOAD-EXECUTED" not in r.body, f"x.png{probe} ran the upload as PHP")
+            check(r.status in (400, 404), f"x.png{probe}: {r.status}")
         source = self.c.request("/wp-config.php")
         check(b"DB_PASSWORD" not in source.body, "wp-config.php source served")
         return "x.png/x.php -> 404, x.png%0a.php -> 400/404, wp-config.php source never served"
@@ -613,15 +612,15 @@ def run(args: argparse.Namespace) -> int:
             tree = make_tree(directory, db.socket, db_password)
             fpm = PhpFpm(directory / "fpm", children=4, admin_values=PHP_VALUES,
                          extensions=PHP_EXTENSIONS).start()
-            daemon = Daemon(directory, {"routes": [{"prefix": "/", "fastcgi": {
+            daemon = Daemon(directory, {"routes": [{"prefix": args.prefix, "fastcgi": {
                 "connect": fpm.connect, "root": str(tree), "index": ["index.php"],
                 "front_controller": "/index.php", "pass_authorization": True}}]}).start()
-            return f"php-fpm and forkd on http://127.0.0.1:{daemon.port}/"
+            return f"php-fpm and forkd on http://127.0.0.1:{daemon.port}{args.prefix}"
 
         ok = step("mariadb", database, failures) and step("php-fpm + forkd", servers, failures)
         if ok:
             assert daemon is not None
-            walk = Walk(Client(f"http://127.0.0.1:{daemon.port}"), db)
+            walk = Walk(Client(f"http://127.0.0.1:{daemon.port}{args.prefix.rstrip('/')}"), db)
             for name, action in (
                     ("GET / redirects to the installer", walk.install_redirect),
                     ("install form", walk.install),
@@ -643,7 +642,7 @@ def run(args: argparse.Namespace) -> int:
                 if not step(name, action, failures):
                     break
             if args.hold:
-                print(f"holding http://127.0.0.1:{daemon.port}/ (admin / {PASSWORD}) for "
+                print(f"holding http://127.0.0.1:{daemon.port}{args.prefix} (admin / {PASSWORD}) for "
                       f"{args.hold} s; Ctrl-C ends it", flush=True)
                 time.sleep(args.hold)
     except (KeyboardInterrupt, SystemExit):
@@ -680,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-apt", action="store_true", help="skip the apt-get step")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--runs", type=int, default=1, help="walk this many times, from scratch")
+    parser.add_argument("--prefix", default="/",
+                        help="the route's prefix: WordPress in a subdirectory, e.g. /blog")
     parser.add_argument("--hold", type=int, default=0, metavar="SECONDS",
                         help="keep the site running this long after the walk, to explore it")
     parser.add_argument("--show", type=int, default=5, help="PHP log lines to print")
@@ -690,11 +691,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally blocks run
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with `&`
     status = 0
-    for number in range(args.runs):
-        if args.runs > 1:
-            print(f"-- run {number + 1} of {args.runs}", flush=True)
-        status |= run(args)
-        args.no_apt = True
+    try:
+        for number in range(args.runs):
+            if args.runs > 1:
+                print(f"-- run {number + 1} of {args.runs}", flush=True)
+            status |= run(args)
+            args.no_apt = True
+    except KeyboardInterrupt:
+        return 130  # everything started was stopped on the way out (run's finally)
     return status
 
 
