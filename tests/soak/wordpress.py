@@ -38,6 +38,7 @@ import re
 import secrets
 import shutil
 import signal
+import ssl
 import struct
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 from tests.support.daemon import Daemon
 from tests.support.php_fpm import PhpFpm
@@ -188,6 +190,35 @@ def make_tree(directory: Path, db_socket: Path, db_password: str) -> Path:
     return tree
 
 
+def https_site(directory: Path, tree: Path) -> dict[str, Any]:
+    """A test CA and a certificate for `localhost`; WordPress's loopbacks must trust it too.
+
+    A name, not 127.0.0.1: the Requests library in WordPress checks only DNS names against the
+    certificate, never IP addresses.
+    """
+    import trustme  # a test dependency, needed only here
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    cert, key = directory / "site.pem", directory / "site.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    # The installer's loopback test verifies the certificate. Debian's WordPress reads the system
+    # bundle (/etc/ssl/certs): a must-use plugin of the copy names the test CA instead.
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    plugins = tree / "wp-content" / "mu-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / "forkd-soak-ca.php").write_text(
+        "<?php\nadd_filter('http_request_args', function ($args) {\n"
+        f"    $args['sslcertificates'] = '{directory / 'ca.pem'}';\n"
+        "    return $args;\n});\n")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return {"host": "localhost", "context": context, "config": {
+        "listen": [{"address": "127.0.0.1:0", "tls": True}],
+        "tls": {"certificates": [{"cert": str(cert), "key": str(key)}]}}}
+
+
 def png(width: int = 300, height: int = 200, noise: bool = False) -> bytes:
     """A real RGB PNG (big enough for a 150x150 thumbnail) carrying PHP code in a tEXt chunk.
 
@@ -228,11 +259,24 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 class Client:
     """urllib with a cookie jar; redirects are returned, not followed."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, tls: ssl.SSLContext | None = None) -> None:
         self.base = base
+        self.tls = tls
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
+                                                  urllib.request.HTTPSHandler(context=tls),
                                                   NoRedirect)
+
+    def another(self) -> Client:
+        """A new visitor: the same site, no cookies."""
+        return Client(self.base, self.tls)
+
+    def connection(self) -> tuple[http.client.HTTPConnection, str]:
+        """A persistent connection to the site, and the site's path."""
+        base = urllib.parse.urlsplit(self.base)
+        if base.scheme == "https":
+            return http.client.HTTPSConnection(base.netloc, timeout=60, context=self.tls), base.path
+        return http.client.HTTPConnection(base.netloc, timeout=60), base.path
 
     def request(self, path: str, data: bytes | dict[str, str] | Iterable[bytes] | None = None,
                 headers: dict[str, str] | None = None, method: str | None = None) -> Response:
@@ -303,7 +347,7 @@ class Walk:
                 f"loopback test chose pretty permalinks ({sample.group(1)})")
 
     def login(self) -> str:
-        anonymous = Client(self.c.base).request("/wp-admin/")
+        anonymous = self.c.another().request("/wp-admin/")
         check(anonymous.status == 302 and "wp-login.php" in anonymous.headers.get("Location", ""),
               f"/wp-admin/ without cookies gave {anonymous.status}")
         page = self.c.request("/wp-login.php")
@@ -315,6 +359,9 @@ class Walk:
         check(r.status == 302 and r.headers.get("Location", "").endswith("/wp-admin/"),
               f"login POST gave {r.status} {r.text[:300]!r}")
         check(sum("wordpress_" in c for c in cookies) >= 3, f"auth cookies: {cookies}")
+        if self.c.base.startswith("https:"):  # is_ssl(): PHP saw HTTPS=on
+            check(any(c.startswith("wordpress_sec_") and "secure" in c.lower() for c in cookies),
+                  f"no Secure auth cookie over HTTPS: {cookies}")
         dashboard = self.c.request("/wp-admin/")
         check(dashboard.status == 200 and "Dashboard" in dashboard.text,
               f"dashboard: {dashboard.status}")
@@ -417,7 +464,7 @@ class Walk:
         check(r.status == 201, f"create: {r.status} {r.text[:300]!r}")
         secret = json.loads(r.body)["password"]
         token = base64.b64encode(f"{ADMIN}:{secret}".encode()).decode()
-        stranger = Client(self.c.base)
+        stranger = self.c.another()
         me = stranger.request("/wp-json/wp/v2/users/me?context=edit",
                               headers={"Authorization": f"Basic {token}"})
         check(me.status == 200 and json.loads(me.body).get("username") == ADMIN,
@@ -430,7 +477,7 @@ class Walk:
 
     def comment(self) -> str:
         """An anonymous comment: a 302 back to the post, the author remembered in cookies."""
-        visitor = Client(self.c.base)
+        visitor = self.c.another()
         r = visitor.request("/wp-comments-post.php", {
             "comment": "A comment through forkd.", "author": "Visitor",
             "email": "visitor@example.com", "url": "", "comment_post_ID": str(self.post_id),
@@ -446,8 +493,7 @@ class Walk:
 
     def keep_alive(self) -> str:
         """Mixed PHP and static responses, one after another on one connection."""
-        base = urllib.parse.urlsplit(self.c.base)
-        conn = http.client.HTTPConnection(base.netloc, timeout=60)
+        conn, site = self.c.connection()
         expected = (WORDPRESS / "wp-includes/css/buttons.min.css").read_bytes()
         rounds = 10
         try:
@@ -457,7 +503,7 @@ class Walk:
                                              ("GET", "/no-such-page-here/", 404),
                                              ("HEAD", "/hello-from-forkd/", 200),
                                              ("GET", "/wp-json/wp/v2/posts?per_page=1", 200)):
-                    conn.request(method, base.path + path)
+                    conn.request(method, site + path)
                     r = conn.getresponse()
                     body = r.read()
                     check(r.status == status and not r.will_close,
@@ -584,8 +630,9 @@ def access_summary(path: Path) -> str:
     loopbacks = sum('"WordPress/' in line for line in lines)
     unparsed = sum('] "-" 400 ' in line for line in lines)
     counts = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
-    return (f"{len(lines)} requests ({counts}); {loopbacks} from WordPress to itself; "
-            f"{unparsed} non-HTTP (WordPress's TLS probe of its own http:// port) answered 400")
+    probes = (f"; {unparsed} not HTTP (WordPress's TLS probe of its own http:// port) answered 400"
+              if unparsed else "")
+    return f"{len(lines)} requests ({counts}); {loopbacks} from WordPress to itself{probes}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -598,6 +645,8 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(tempfile.mkdtemp(prefix="forkd-wp-"))
     db, fpm, daemon = MariaDB(directory), None, None
     db_password = secrets.token_hex(12)
+    site: dict[str, Any] = {}
+    scheme = "https" if args.https else "http"
     try:
         def database() -> str:
             db.start()
@@ -610,17 +659,22 @@ def run(args: argparse.Namespace) -> int:
         def servers() -> str:
             nonlocal fpm, daemon
             tree = make_tree(directory, db.socket, db_password)
+            if args.https:
+                site.update(https_site(directory, tree))
             fpm = PhpFpm(directory / "fpm", children=4, admin_values=PHP_VALUES,
                          extensions=PHP_EXTENSIONS).start()
-            daemon = Daemon(directory, {"routes": [{"prefix": args.prefix, "fastcgi": {
+            daemon = Daemon(directory, {**site.get("config", {}),
+                                        "routes": [{"prefix": args.prefix, "fastcgi": {
                 "connect": fpm.connect, "root": str(tree), "index": ["index.php"],
                 "front_controller": "/index.php", "pass_authorization": True}}]}).start()
-            return f"php-fpm and forkd on http://127.0.0.1:{daemon.port}{args.prefix}"
+            host = site.get("host", "127.0.0.1")
+            site["url"] = f"{scheme}://{host}:{daemon.port}{args.prefix.rstrip('/')}"
+            return f"php-fpm and forkd on {site['url']}/"
 
         ok = step("mariadb", database, failures) and step("php-fpm + forkd", servers, failures)
         if ok:
             assert daemon is not None
-            walk = Walk(Client(f"http://127.0.0.1:{daemon.port}{args.prefix.rstrip('/')}"), db)
+            walk = Walk(Client(site["url"], site.get("context")), db)
             for name, action in (
                     ("GET / redirects to the installer", walk.install_redirect),
                     ("install form", walk.install),
@@ -642,7 +696,7 @@ def run(args: argparse.Namespace) -> int:
                 if not step(name, action, failures):
                     break
             if args.hold:
-                print(f"holding http://127.0.0.1:{daemon.port}{args.prefix} (admin / {PASSWORD}) for "
+                print(f"holding {site['url']}/ (admin / {PASSWORD}) for "
                       f"{args.hold} s; Ctrl-C ends it", flush=True)
                 time.sleep(args.hold)
     except (KeyboardInterrupt, SystemExit):
@@ -681,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="walk this many times, from scratch")
     parser.add_argument("--prefix", default="/",
                         help="the route's prefix: WordPress in a subdirectory, e.g. /blog")
+    parser.add_argument("--https", action="store_true",
+                        help="serve over TLS (a test CA that WordPress's own bundle trusts too)")
     parser.add_argument("--hold", type=int, default=0, metavar="SECONDS",
                         help="keep the site running this long after the walk, to explore it")
     parser.add_argument("--show", type=int, default=5, help="PHP log lines to print")
