@@ -1,10 +1,11 @@
 """WordPress behind forkd: install Debian's `wordpress`, serve it through one `fastcgi` route, walk it.
 
-Run as root: `python3 -m tests.soak.wordpress [--no-apt] [--runs N] [--keep] [--hold SECONDS]`.
+Run as root: `python3 -m tests.soak.wordpress [--no-apt] [--runs N] [--prefix /blog] [--https]
+[--keep] [--hold SECONDS]`.
 
 Theory of operation. The soak installs what is missing with apt-get (Debian's `wordpress`, its
-theme, `mariadb-server`, `php-mysql`, `php-gd`; `php8.2` is named so that apt picks php-fpm and not
-libapache2-mod-php; no service is started). Then, all in one temporary directory:
+theme, `mariadb-server`, `php-mysql`, `php-gd`, `php-xml`, `php-mbstring`; `php8.2` is named so
+that apt picks php-fpm and not libapache2-mod-php; no service is started). Then, all in one temporary directory:
 
 - a MariaDB of its own (mariadb-install-db, then mariadbd on a unix socket, no TCP), with a
   `wordpress` database and user;
@@ -21,7 +22,8 @@ Then a client with a cookie jar walks what a first-time owner does: the install 
 the admin login, pretty permalinks, a post fetched by its pretty permalink (the front controller),
 a media upload fetched back as a static file (ETag, ranges), a static asset, the upload hole
 (`/uploads/x.png/x.php`); then URL shapes WordPress relies on, a chunked REST upload, an
-application password, a comment, keep-alive, wp-cron, log out. One line per step, PASS or FAIL with its time; exit status 1 on any
+application password, XML-RPC, a comment, keep-alive, wp-cron, log out. `--prefix` puts
+WordPress in a subdirectory (the route's prefix); `--https` serves it over TLS. One line per step, PASS or FAIL with its time; exit status 1 on any
 failure. Every process started here is stopped in a `finally`, on failure, SIGTERM and Ctrl-C. The
 temporary directory is removed unless the run failed or `--keep` is given (its logs say why).
 """
@@ -57,11 +59,12 @@ from typing import Any
 from tests.support.daemon import Daemon
 from tests.support.php_fpm import PhpFpm
 
+# php-xml (XML-RPC) and php-mbstring are only Suggests of Debian's wordpress; real sites have them.
 PACKAGES = ["wordpress", "wordpress-theme-twentytwentythree", "mariadb-server", "php-mysql",
-            "php-gd", "php8.2-fpm", "php8.2"]
+            "php-gd", "php-xml", "php-mbstring", "php8.2-fpm", "php8.2"]
 WORDPRESS = Path("/usr/share/wordpress")
 PHP_EXTENSIONS = ["mysqlnd", "mysqli", "gd", "exif", "fileinfo", "iconv", "ctype", "tokenizer",
-                  "zend:opcache"]
+                  "xml", "dom", "simplexml", "xmlreader", "mbstring", "zend:opcache"]
 PHP_VALUES = {"upload_max_filesize": "16M", "post_max_size": "16M", "memory_limit": "256M",
               "max_execution_time": "60", "display_errors": "Off", "log_errors": "On",
               "date.timezone": "UTC", "opcache.enable": "1"}
@@ -475,6 +478,22 @@ class Walk:
         check(denied.status == 401, f"wrong password: {denied.status}")
         return "created (201); users/me with it 200, with a wrong one 401"
 
+    def xmlrpc(self) -> str:
+        """XML-RPC, the older API (pingbacks, old clients): a text/xml POST to xmlrpc.php."""
+        def call(method: str, *params: str) -> Response:
+            values = "".join(f"<param><value><string>{value}</string></value></param>"
+                             for value in params)
+            body = (f'<?xml version="1.0"?><methodCall><methodName>{method}</methodName>'
+                    f"<params>{values}</params></methodCall>").encode()
+            return self.c.another().request("/xmlrpc.php", body, {"Content-Type": "text/xml"})
+        hello = call("demo.sayHello")
+        check(hello.status == 200 and "<string>Hello!</string>" in hello.text,
+              f"demo.sayHello: {hello.status} {hello.text[:300]!r}")
+        blogs = call("wp.getUsersBlogs", ADMIN, PASSWORD)
+        check(blogs.status == 200 and f"<string>{TITLE}</string>" in blogs.text,
+              f"wp.getUsersBlogs: {blogs.status} {blogs.text[:300]!r}")
+        return "demo.sayHello, wp.getUsersBlogs with the admin's password"
+
     def comment(self) -> str:
         """An anonymous comment: a 302 back to the post, the author remembered in cookies."""
         visitor = self.c.another()
@@ -689,6 +708,7 @@ def run(args: argparse.Namespace) -> int:
                     ("WordPress URL shapes", walk.urls),
                     ("REST media upload, chunked", walk.rest_media),
                     ("application password (Basic auth)", walk.app_password),
+                    ("XML-RPC", walk.xmlrpc),
                     ("comment (wp-comments-post.php)", walk.comment),
                     ("keep-alive", walk.keep_alive),
                     ("wp-cron ran through its loopback POST", walk.cron),
