@@ -36,8 +36,10 @@ from tests.bench.peers import LISTEN_RE, REPO, fetch_status, free_port
 from tests.support.php_fpm import PhpFpm, php_fpm_program
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ROWS = ("nginx + php-fpm", "forkd fastcgi", "forkd php-cgi", "nginx + php-fpm, 1 connection",
-        "forkd fastcgi, 1 connection")
+ROWS = ("nginx + php-fpm", "nginx + php-fpm, keepalive 2", "forkd fastcgi",
+        "forkd fastcgi, connections 2", "forkd php-cgi", "nginx + php-fpm, 1 connection",
+        "nginx + php-fpm, keepalive 2, 1 connection", "forkd fastcgi, 1 connection",
+        "forkd fastcgi, connections 2, 1 connection")
 HELLO = '<?php\nheader("Content-Type: text/plain");\necho "Hello, world\\n";\n'
 NGINX_CONF = """\
 daemon off;
@@ -63,8 +65,12 @@ http {{
             try_files $uri =404;
             include /etc/nginx/fastcgi_params;
             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;
-            fastcgi_pass unix:{socket};
+            fastcgi_pass {upstream};{keep}
         }}
+    }}
+    upstream php {{
+        server unix:{socket};
+        keepalive 2;
     }}
 }}
 """
@@ -78,7 +84,7 @@ routes:
   - prefix: /cgi/
     cgi: {{root: {docroot}, interpreters: {{.php: php-cgi}}}}
   - prefix: /
-    fastcgi: {{connect: "unix:{socket}", root: {docroot}}}
+    fastcgi: {{connect: "unix:{socket}", root: {docroot}, connections: {kept}}}
 """
 
 
@@ -117,22 +123,27 @@ def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def nginx(work: Path, docroot: Path, socket: Path) -> Server:
-    directory = work / "nginx"
+def nginx(work: Path, docroot: Path, socket: Path, keep: bool = False) -> Server:
+    """nginx + php-fpm; with `keep`, FastCGI connections kept (an upstream with keepalive 2)."""
+    directory = work / ("nginx-keep" if keep else "nginx")
     (directory / "tmp").mkdir(parents=True)
     port = free_port()
     conf = directory / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=directory, port=port, docroot=docroot, socket=socket))
+    conf.write_text(NGINX_CONF.format(
+        dir=directory, port=port, docroot=docroot, socket=socket,
+        upstream="php" if keep else f"unix:{socket}",
+        keep="\n            fastcgi_keep_conn on;" if keep else ""))
     return Server("nginx + php-fpm", ["nginx", "-e", str(directory / "error.log"), "-p",
                                       str(directory), "-c", str(conf)], directory, port)
 
 
-def forkd(work: Path, docroot: Path, socket: Path, workers: int, name: str) -> Server:
+def forkd(work: Path, docroot: Path, socket: Path, workers: int, name: str,
+          kept: int = 0) -> Server:
     directory = work / name
     directory.mkdir()
     conf = directory / "forkd.yaml"
     conf.write_text(FORKD_CONF.format(dir=directory, workers=workers, docroot=docroot,
-                                      socket=socket))
+                                      socket=socket, kept=kept))
     return Server(name, [sys.executable, "-m", "forkd", "-c", str(conf)], directory)
 
 
@@ -181,19 +192,28 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
     fpm = PhpFpm(work / "fpm", children=4, backlog=2048).start()
     wrk = Wrk(work, threads=2, timeout=5)
     single = Wrk(work, threads=1, timeout=5)  # one connection: per-request latency, no queueing
-    servers = [nginx(work, docroot, fpm.socket), forkd(work, docroot, fpm.socket, 2, "forkd")]
+    # Kept FastCGI connections: 2 per worker, 2 workers each, the pool's 4 children.
+    servers = [nginx(work, docroot, fpm.socket), nginx(work, docroot, fpm.socket, keep=True),
+               forkd(work, docroot, fpm.socket, 2, "forkd"),
+               forkd(work, docroot, fpm.socket, 2, "forkd-kept", kept=2)]
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in ROWS}
     try:
         for server in servers:
             server.start()
-        ngx, fkd = servers
+        ngx, ngx_kept, fkd, fkd_kept = servers
         for _ in range(repeats):  # interleaved, so a noisy neighbour hits every row alike
             for name, server, path, driver, connections in (
                     ("nginx + php-fpm", ngx, "/hello.php", wrk, 50),
+                    ("nginx + php-fpm, keepalive 2", ngx_kept, "/hello.php", wrk, 50),
                     ("forkd fastcgi", fkd, "/hello.php", wrk, 50),
+                    ("forkd fastcgi, connections 2", fkd_kept, "/hello.php", wrk, 50),
                     ("forkd php-cgi", fkd, "/cgi/hello.php", wrk, 50),
                     ("nginx + php-fpm, 1 connection", ngx, "/hello.php", single, 1),
-                    ("forkd fastcgi, 1 connection", fkd, "/hello.php", single, 1)):
+                    ("nginx + php-fpm, keepalive 2, 1 connection", ngx_kept, "/hello.php",
+                     single, 1),
+                    ("forkd fastcgi, 1 connection", fkd, "/hello.php", single, 1),
+                    ("forkd fastcgi, connections 2, 1 connection", fkd_kept, "/hello.php",
+                     single, 1)):
                 rows[name].append(measure_cpu(driver, server, fpm, path, seconds, connections))
         for server in servers:
             server.stop()
@@ -246,6 +266,7 @@ def one(hello: dict[str, dict[str, float]], server: str) -> dict[str, float]:
 def report(data: dict[str, Any]) -> str:
     hello = data["hello"]
     ngx, fkd, cgi = hello["nginx + php-fpm"], hello["forkd fastcgi"], hello["forkd php-cgi"]
+    kept = hello.get("forkd fastcgi, connections 2", {"rps": float("nan")})
     lines = [
         "# PHP: forkd's fastcgi route and nginx + php-fpm",
         "",
@@ -270,9 +291,14 @@ def report(data: dict[str, Any]) -> str:
                      f"{row.get('server_cpu_us', 0):.0f} | {row.get('fpm_cpu_us', 0):.0f} |")
     lines += [
         "",
-        (f"forkd fastcgi ÷ nginx + php-fpm: **{fkd['rps'] / ngx['rps']:.2f}**; "
+        (f"forkd fastcgi ÷ nginx + php-fpm: **{fkd['rps'] / ngx['rps']:.2f}**, with "
+         f"connections 2: **{kept['rps'] / ngx['rps']:.2f}**; "
          f"forkd fastcgi ÷ forkd php-cgi: **{fkd['rps'] / max(cgi['rps'], 1):.1f}**; "
          f"one connection: **{one(hello, 'forkd')['rps'] / one(hello, 'nginx')['rps']:.2f}**."),
+        "",
+        ("keepalive 2: nginx with `fastcgi_keep_conn on` and an upstream keeping 2 idle "
+         "connections per worker; connections 2: forkd keeping at most 2 per worker, the others "
+         "waiting in line (2 workers x 2 = the pool's 4 children for both)."),
         "",
     ]
     isolation = data["isolation"]

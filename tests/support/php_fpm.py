@@ -4,7 +4,9 @@
 process group and waits until the pool's socket accepts connections; `stop()` ends the group
 (QUIT, then KILL) and waits for it. php.ini is not read (-n): the pool runs PHP's built-in
 defaults (no output buffering, display_errors to the output off), plus the `php_admin_value`s
-given, so a test does not depend on the machine's PHP configuration.
+given, so a test does not depend on the machine's PHP configuration. Shared extensions (Debian
+builds mysqli, gd and opcache as modules) load only when named in `extensions`, in that order:
+`zend:opcache` loads a Zend extension.
 
 Run as root (as CI does), the pool's children run as root too (--allow-to-run-as-root): the
 test directories live under pytest's 0700 base directory, which no other account can enter.
@@ -38,7 +40,8 @@ def php_fpm_program() -> str:
 
 class PhpFpm:
     def __init__(self, directory: Path, children: int = 4, backlog: int = 511,
-                 admin_values: dict[str, str] | None = None, max_requests: int = 0) -> None:
+                 admin_values: dict[str, str] | None = None,
+                 extensions: list[str] | None = None, max_requests: int = 0) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket = self.dir / "php-fpm.sock"
@@ -47,6 +50,7 @@ class PhpFpm:
         self.children = children
         self.backlog = backlog
         self.admin_values = admin_values or {}
+        self.extensions = extensions or []
         self.max_requests = max_requests  # a child exits after this many requests (0: never)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -79,6 +83,9 @@ class PhpFpm:
         program = php_fpm_program()
         self.write_config()
         argv = [program, "--nodaemonize", "-n", "--fpm-config", str(self.conf)]
+        for name in self.extensions:
+            kind, _, module = name.rpartition(":")
+            argv += ["-d", f"{'zend_extension' if kind == 'zend' else 'extension'}={module}"]
         if os.geteuid() == 0:
             argv.append("--allow-to-run-as-root")
         with open(self.dir / "php-fpm.out", "ab") as out:

@@ -1,0 +1,1 @@
+"""Soaks: long or heavy runs against real applications that the CI suite does not run."""
