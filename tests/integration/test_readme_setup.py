@@ -33,7 +33,8 @@ def setup_section() -> str:
 def commands() -> list[str]:
     """The shell lines of the Set-up section's code blocks, in order."""
     blocks = re.findall(r"```sh\n(.*?)```", setup_section(), flags=re.DOTALL)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+    return [line.strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()
+            if line.strip()]
 
 
 def test_the_contract_commands_are_there_verbatim_after_the_venv_step() -> None:

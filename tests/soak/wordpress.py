@@ -1,11 +1,13 @@
 """WordPress behind forkd: install Debian's `wordpress`, serve it through one `fastcgi` route, walk it.
 
 Run as root: `python3 -m tests.soak.wordpress [--no-apt] [--runs N] [--prefix /blog] [--https]
-[--keep] [--hold SECONDS]`.
+[--connections N] [--keep] [--hold SECONDS]`. CI walks it once per `connections` setting
+(tests/integration/test_wordpress.py).
 
 Theory of operation. The soak installs what is missing with apt-get (Debian's `wordpress`, its
-theme, `mariadb-server`, `php-mysql`, `php-gd`, `php-xml`, `php-mbstring`; `php8.2` is named so
-that apt picks php-fpm and not libapache2-mod-php; no service is started). Then, all in one temporary directory:
+theme, `mariadb-server`, `php-mysql`, `php-gd`, `php-xml`, `php-mbstring`; `php` is named so
+that apt picks php-fpm and not libapache2-mod-php; no service is started). Then, all in one
+temporary directory:
 
 - a MariaDB of its own (mariadb-install-db, then mariadbd on a unix socket, no TCP), with a
   `wordpress` database and user;
@@ -58,10 +60,12 @@ from typing import Any
 
 from tests.support.daemon import Daemon
 from tests.support.php_fpm import PhpFpm
+from tests.support.tools import debian_package_installed
 
 # php-xml (XML-RPC) and php-mbstring are only Suggests of Debian's wordpress; real sites have them.
+# `php` (not libapache2-mod-php) satisfies wordpress's "libapache2-mod-php | php".
 PACKAGES = ["wordpress", "wordpress-theme-twentytwentythree", "mariadb-server", "php-mysql",
-            "php-gd", "php-xml", "php-mbstring", "php8.2-fpm", "php8.2"]
+            "php-gd", "php-xml", "php-mbstring", "php-fpm", "php"]
 WORDPRESS = Path("/usr/share/wordpress")
 PHP_EXTENSIONS = ["mysqlnd", "mysqli", "gd", "exif", "fileinfo", "iconv", "ctype", "tokenizer",
                   "xml", "dom", "simplexml", "xmlreader", "mbstring", "zend:opcache"]
@@ -83,13 +87,7 @@ def check(condition: object, what: str) -> None:
 
 # -- apt ------------------------------------------------------------------------------------------
 def missing_packages() -> list[str]:
-    missing = []
-    for name in PACKAGES:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True,
-                             text=True, check=False).stdout
-        if not out.endswith(" installed"):
-            missing.append(name)
-    return missing
+    return [name for name in PACKAGES if not debian_package_installed(name)]
 
 
 def apt_install(names: list[str]) -> str:
@@ -697,7 +695,8 @@ def run(args: argparse.Namespace) -> int:
             daemon = Daemon(directory, {**site.get("config", {}),
                                         "routes": [{"prefix": args.prefix, "fastcgi": {
                 "connect": fpm.connect, "root": str(tree), "index": ["index.php"],
-                "front_controller": "/index.php", "pass_authorization": True}}]}).start()
+                "front_controller": "/index.php", "pass_authorization": True,
+                "connections": args.connections}}]}).start()
             host = site.get("host", "127.0.0.1")
             site["url"] = f"{scheme}://{host}:{daemon.port}{args.prefix.rstrip('/')}"
             return f"php-fpm and forkd on {site['url']}/"
@@ -772,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold", type=int, default=0, metavar="SECONDS",
                         help="keep the site running this long after the walk, to explore it")
     parser.add_argument("--show", type=int, default=5, help="PHP log lines to print")
+    parser.add_argument("--connections", type=int, default=0, metavar="N",
+                        help="fastcgi.connections: kept php-fpm connections per worker")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("run as root: apt-get, and mariadbd/php-fpm as root in a private directory")

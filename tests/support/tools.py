@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -44,6 +45,19 @@ def need_module(name: str) -> None:
     """Skip (or fail, see need_tool) unless the Python module `name` can be imported."""
     if importlib.util.find_spec(name) is None:
         _missing(f"the Python module {name!r}")
+
+
+def debian_package_installed(name: str) -> bool:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True,
+                         text=True, check=False).stdout
+    return out.endswith(" installed")
+
+
+def need_packages(names: list[str]) -> None:
+    """Skip (or fail, see need_tool) unless every Debian package in `names` is installed."""
+    missing = [name for name in names if not debian_package_installed(name)]
+    if missing:
+        _missing(f"the Debian package(s) {' '.join(missing)}")
 
 
 def need_root(why: str) -> None:
