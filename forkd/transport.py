@@ -40,6 +40,7 @@ import os
 import select
 import socket
 import ssl
+from collections.abc import Callable
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -173,6 +174,10 @@ class TlsTransport:
         self.wants = EPOLLIN
         self._chunk: tuple[int, int, bytes] | None = None  # (fd, offset, data) awaiting a retry
         self._notified = False  # close_notify tried (it is sent at most once)
+        # The calls of the data path, bound once the handshake is done (see _bind).
+        self._read: Callable[[int], bytes] = _no_data
+        self._write: Callable[[bytes | memoryview], int] = _no_room
+        self._pending: Callable[[], int] = _none_pending
 
     def fileno(self) -> int:
         return self.fd
@@ -212,7 +217,16 @@ class TlsTransport:
             raise HandshakeFailed(classify(exc), str(exc)) from None
         self.tls = self.sock
         self.wants = EPOLLIN
+        self._bind(self.sock)
         return 0
+
+    def _bind(self, sock: ssl.SSLSocket) -> None:
+        """Bind the data path to the C object under the SSLSocket when there is one (CPython's
+        `_sslobj`): its read, write and pending are what SSLSocket's own recv, send and pending
+        end in, after two Python frames each that check what is already known here (the socket
+        is open, no flags). An HTTPS request costs about five such calls."""
+        target = getattr(sock, "_sslobj", None) or sock
+        self._read, self._write, self._pending = target.read, target.write, target.pending
 
     def answer_plain_http(self) -> None:
         """Answer a plain-HTTP request with PLAIN_HTTP_REPLY; the caller closes afterwards.
@@ -239,28 +253,26 @@ class TlsTransport:
 
     def recv(self, size: int) -> bytes:
         """Up to size bytes of plaintext; b"" at the end of the stream; BlockingIOError if none."""
-        assert self.sock is not None
         try:
-            data = self.sock.recv(size)
-            while data and len(data) < size and self.sock.pending():
-                data += self.sock.recv(size - len(data))
+            # One record at most (SSL_read): with size >= 16 KiB nothing of it stays pending.
+            return self._read(size)
         except ssl.SSLWantReadError:
             self.wants = EPOLLIN
             raise BlockingIOError() from None
         except ssl.SSLWantWriteError:
             self.wants = EPOLLOUT
             raise BlockingIOError() from None
+        except ssl.SSLEOFError:
+            return b""  # the peer closed without close_notify: an end, as SSLSocket says it
         except ssl.SSLError as exc:
             raise ConnectionResetError(str(exc)) from None
-        return data
 
     def send(self, data: bytes | memoryview, flags: int = 0) -> int:
         """Send a prefix of data (flags such as MSG_MORE mean nothing above TLS: ignored)."""
-        assert self.sock is not None
         if len(data) > SEND_LIMIT:
             data = memoryview(data)[:SEND_LIMIT]
         try:
-            return self.sock.send(data)
+            return self._write(data)
         except ssl.SSLWantWriteError:
             self.wants = EPOLLOUT
             raise BlockingIOError() from None
@@ -284,7 +296,7 @@ class TlsTransport:
 
     def pending(self) -> int:
         """Plaintext bytes decrypted but not yet returned by recv (invisible to epoll)."""
-        return self.sock.pending() if self.sock is not None else 0
+        return self._pending()
 
     def close_notify(self) -> None:
         """Send close_notify if the socket takes it now; never wait for the peer's.
@@ -296,9 +308,12 @@ class TlsTransport:
         if self.tls is None or self._notified:
             return
         self._notified = True
-        self.tls.settimeout(0.0)
+        tls = self.tls
+        # From here on the SSLSocket's own calls: after unwrap they fall back to the raw socket.
+        self._read, self._write, self._pending = tls.recv, tls.send, tls.pending
+        tls.settimeout(0.0)
         try:
-            self.tls.unwrap()
+            tls.unwrap()
         except (ssl.SSLError, OSError, ValueError):
             pass  # the peer's close_notify is not awaited; a full buffer skips ours
 
@@ -307,3 +322,16 @@ class TlsTransport:
         self.close_notify()
         (self.sock or self.raw).close()
         self._chunk = None
+        self._read, self._write, self._pending = _no_data, _no_room, _none_pending
+
+
+def _no_data(size: int) -> bytes:
+    raise BlockingIOError()  # no handshake yet, or closed: nothing to read
+
+
+def _no_room(data: bytes | memoryview) -> int:
+    raise BlockingIOError()
+
+
+def _none_pending() -> int:
+    return 0

@@ -1,10 +1,13 @@
-"""PHP through php-fpm: forkd's fastcgi route beside nginx + php-fpm, on the same pool, in one run.
+"""PHP through php-fpm: forkd's fastcgi route beside nginx + php-fpm, on identical pools, in one run.
 
-    python3 -m tests.bench.php            # ~1 minute: tests/bench/results/php.{md,json}
+    python3 -m tests.bench.php            # ~2 minutes: tests/bench/results/php.{md,json}
 
-One php-fpm pool (pm static, 4 children, a unix socket) serves both servers; each server has 2
-workers, no access log, and opens one FastCGI connection per request (nginx's default without
-`fastcgi_keep_conn`, and forkd's only way). wrk -t2 -c50 drives `hello.php` on each, interleaved and
+Each server has its own php-fpm pool, all alike (pm static, 4 children, a unix socket): a server
+keeping FastCGI connections holds every child of its pool, so two such servers cannot share one.
+Each server has 2 workers and no access log. Two open one FastCGI connection per request
+(nginx's default without `fastcgi_keep_conn`, forkd's `connections: 0`); two keep connections
+(nginx with `fastcgi_keep_conn on` and an upstream `keepalive 2`; forkd with `connections: 2`).
+wrk -t2 -c50 drives `hello.php` on each, interleaved and
 repeated (medians), plus forkd's own php-cgi route for the process-per-request baseline, and
 wrk -t1 -c1 drives each server alone (per-request latency without queueing). Every row also gives
 the CPU time the server's workers and php-fpm's children spent per request. Then the
@@ -189,15 +192,19 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
     (docroot / "hello.php").write_text(HELLO)
     (docroot / "sleep.php").write_text("<?php\nsleep(1);\necho \"slept\\n\";\n")
     (docroot / "1k.txt").write_bytes(b"x" * 1024)
-    fpm = PhpFpm(work / "fpm", children=4, backlog=2048).start()
+    pools = [PhpFpm(work / f"fpm{number}", children=4, backlog=2048) for number in range(4)]
     wrk = Wrk(work, threads=2, timeout=5)
     single = Wrk(work, threads=1, timeout=5)  # one connection: per-request latency, no queueing
     # Kept FastCGI connections: 2 per worker, 2 workers each, the pool's 4 children.
-    servers = [nginx(work, docroot, fpm.socket), nginx(work, docroot, fpm.socket, keep=True),
-               forkd(work, docroot, fpm.socket, 2, "forkd"),
-               forkd(work, docroot, fpm.socket, 2, "forkd-kept", kept=2)]
+    servers = [nginx(work, docroot, pools[0].socket),
+               nginx(work, docroot, pools[1].socket, keep=True),
+               forkd(work, docroot, pools[2].socket, 2, "forkd"),
+               forkd(work, docroot, pools[3].socket, 2, "forkd-kept", kept=2)]
+    pool_of = {id(server): pool for server, pool in zip(servers, pools)}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in ROWS}
     try:
+        for pool in pools:
+            pool.start()
         for server in servers:
             server.start()
         ngx, ngx_kept, fkd, fkd_kept = servers
@@ -214,14 +221,16 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
                     ("forkd fastcgi, 1 connection", fkd, "/hello.php", single, 1),
                     ("forkd fastcgi, connections 2, 1 connection", fkd_kept, "/hello.php",
                      single, 1)):
-                rows[name].append(measure_cpu(driver, server, fpm, path, seconds, connections))
+                rows[name].append(measure_cpu(driver, server, pool_of[id(server)], path, seconds,
+                                              connections))
         for server in servers:
             server.stop()
-        isolation = sleeping_beside_static(work, docroot, fpm.socket, wrk, seconds)
+        isolation = sleeping_beside_static(work, docroot, pools[2].socket, wrk, seconds)
     finally:
         for server in servers:
             server.stop()
-        fpm.stop()
+        for pool in pools:
+            pool.stop()
     shutil.rmtree(work, ignore_errors=True)
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -271,7 +280,7 @@ def report(data: dict[str, Any]) -> str:
         "# PHP: forkd's fastcgi route and nginx + php-fpm",
         "",
         (f"Run {data['date']} on {data['cpus']} cores; {data['wrk']}; php-fpm {data['php_fpm']} "
-         f"(pm static, 4 children, unix socket, shared by both servers). wrk -t2 -c50 "
+         f"(pm static, 4 children, unix socket; one such pool per server). wrk -t2 -c50 "
          "(-t1 -c1 for the 1-connection rows), "
          f"{data['seconds']:g} s per run, median of {data['repeats']} interleaved repeats. "
          "Quick run; wrk, the servers and php-fpm share the cores: relative figures."),
