@@ -58,6 +58,7 @@ class ConnectionPool:
         self.waiting: deque[Taker] = deque()
         self.keeping = True  # False once the worker retires
         self.sweep: Timer | None = None
+        self.refilling = False  # lost() is giving places to waiting requests (not re-entered)
 
     # -- for requests ----------------------------------------------------------------------------
     def take(self, taker: Taker, now: float) -> bool:
@@ -101,9 +102,15 @@ class ConnectionPool:
     def lost(self, now: float) -> None:
         """A connection of the pool is closed: its place goes to the requests waiting."""
         self.count -= 1
-        while self.waiting and self.count < self.size:
-            self.count += 1
-            self.waiting.popleft().connect(now)
+        if self.refilling:
+            return  # a failed connect of the loop below: the loop takes the next in line
+        self.refilling = True
+        try:
+            while self.waiting and self.count < self.size:
+                self.count += 1
+                self.waiting.popleft().connect(now)  # a failure ends here, in lost()
+        finally:
+            self.refilling = False
 
     # -- idle connections ------------------------------------------------------------------------
     def on_event(self, fd: int, mask: int, now: float) -> None:

@@ -165,3 +165,28 @@ def test_a_client_that_leaves_the_line_takes_nothing_with_it(make_site: Any) -> 
             time.sleep(0.02)
     holder.join(10)
     assert [site.pid() for _ in range(5)] == [first] * 5
+
+
+def test_php_fpm_gone_under_a_long_line_answers_every_request(make_site: Any) -> None:
+    # Each waiting request gets the place of the one before, whose connect failed: 300 of them
+    # must fail one after the other, not one inside the other (the worker's stack).
+    site = make_site(connections=1, children=1)
+    holder = threading.Thread(target=lambda: site.daemon.get("/pid.php?ms=1500"))
+    holder.start()
+    time.sleep(0.2)
+    clients = []
+    for _ in range(300):
+        sock = socket.create_connection((site.daemon.host, site.daemon.port))
+        sock.sendall(b"GET /pid.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        clients.append(sock)
+    time.sleep(0.3)
+    site.fpm.stop()  # the holder's connection ends, and nobody listens any more
+    statuses = []
+    for sock in clients:
+        sock.settimeout(10)
+        with sock:
+            statuses.append(sock.recv(64).split(b" ")[1])
+    holder.join(10)
+    assert statuses == [b"502"] * 300
+    status, _, _ = site.daemon.get("/pid.php")
+    assert status == 502  # the worker is alive and says why
