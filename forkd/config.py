@@ -139,8 +139,9 @@ class CgiConfig:
     env: Mapping[str, str] = field(default_factory=dict)  # extra variables for every script
     pass_env: tuple[str, ...] = ()  # names copied from forkd's own environment
     underscore_headers: bool = False  # pass request headers whose names contain "_"
-    max_processes: int = 32  # scripts of this route running at once per worker; beyond: 503
+    max_processes: int = 32  # scripts of this route running at once per worker; beyond: queue
     min_send_rate: int = 1024  # bytes/s a client must average while a script's output waits for it
+    queue: int = 64  # requests per worker waiting for a script slot (at most `timeout`); beyond: 503
 
 
 # -- WSGI (issue 13): Python web applications (PEP 3333) run in a thread pool of each worker --------

@@ -24,9 +24,11 @@ reactor and acts on their events, never waiting on any of them:
     script writes again. cgi.timeout bounds silence, not length: a script streaming for hours is
     fine as long as it keeps writing, and cgi.min_send_rate is asked of its client.
 
-At most cgi.max_processes scripts of a route run per worker (counted until reaped); beyond that the
-answer is 503 with Retry-After. However the request ends, `close` hands the script to the Reaper,
-which stops its whole process group without the worker waiting.
+At most cgi.max_processes scripts of a route run per worker (counted until reaped). Up to cgi.queue
+requests beyond them wait in line, in order, each started as a script is reaped (a burst slightly
+above the limit is served, not refused); a request that waits cgi.timeout, or finds the line
+full, is answered 503 with Retry-After. However the request ends, `close` hands the script to the
+Reaper, which stops its whole process group without the worker waiting.
 
 The script is located again right before it is started when the request had a body: an upload
 takes time, and the path checked when the head arrived may have been swapped meanwhile (a symlink
@@ -40,6 +42,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
+from typing import NoReturn
 
 from forkd import SERVER_SOFTWARE
 from forkd.config import CgiConfig, Config
@@ -87,7 +91,7 @@ BUSY = [("Retry-After", "1")]
 
 # Phases of an exchange: before the spawn, reading the header block, gathering a short body,
 # streaming the body, answered (nothing more to read from stdout).
-STARTING, HEADER, GATHER, STREAM, ANSWERED = range(5)
+STARTING, HEADER, GATHER, STREAM, ANSWERED, QUEUED = range(6)
 # stdout while the body streams: no interest until read() finds the pipe empty. One-shot, so the
 # hang-up a pipe reports regardless of interest wakes the connection once, not in a loop.
 DISARMED = EPOLLONESHOT
@@ -128,6 +132,7 @@ class CgiHandler:
         self.home = home_directory()
         seal_descriptors()
         self.running = 0  # scripts started and not yet reaped
+        self.waiting: deque[CgiExchange] = deque()  # requests waiting for a script slot
         self.refused_logged = 0.0
 
     # -- the Handler protocol --------------------------------------------------------------------
@@ -140,14 +145,18 @@ class CgiHandler:
             script = self.locate(request)  # an internal redirect, or a caller that skipped prepare
         elif request.body is not None:
             script = self.locate(request)  # see the module docstring: check again, right now
-        if self.running >= self.cgi.max_processes:
-            now = time.monotonic()
-            if now - self.refused_logged >= 1.0:  # one line a second, not one per refusal
-                self.refused_logged = now
-                self.log.warning(f"cgi {self.prefix}: {self.running} scripts running "
-                                 f"(cgi.max_processes): answering 503")
-            raise ServiceUnavailable("too many scripts running", BUSY)
+        if self.running >= self.cgi.max_processes and len(self.waiting) >= self.cgi.queue:
+            self.refuse(f"{self.running} scripts running (cgi.max_processes) and "
+                        f"{len(self.waiting)} requests waiting (cgi.queue)")
         return CgiExchange(self, request, script)
+
+    def refuse(self, why: str) -> NoReturn:
+        """503 with Retry-After, logged once a second (not once per refusal)."""
+        now = time.monotonic()
+        if now - self.refused_logged >= 1.0:
+            self.refused_logged = now
+            self.log.warning(f"cgi {self.prefix}: {why}: answering 503")
+        raise ServiceUnavailable("too many scripts running", BUSY)
 
     def shutdown(self) -> None:
         self.reaper.shutdown()
@@ -167,6 +176,9 @@ class CgiHandler:
 
     def reaped(self) -> None:
         self.running -= 1
+        now = time.monotonic()
+        while self.waiting and self.running < self.cgi.max_processes:
+            self.waiting.popleft().begin(now)  # a failure answers that request, and we go on
 
     @property
     def scripts_running(self) -> int:
@@ -199,8 +211,27 @@ class CgiExchange:
     # -- start -----------------------------------------------------------------------------------
     def start(self, reply: Reply, now: float) -> None:
         handler = self.handler
-        script = self.script
         self.reply = reply
+        if handler.running >= handler.cgi.max_processes:  # wait for a script to be reaped
+            handler.waiting.append(self)
+            self.phase = QUEUED
+            reply.set_deadline(now + self.timeout)
+            return
+        self._spawn(now)
+
+    def begin(self, now: float) -> None:
+        """A script slot is free: start the script of this waiting request (off the line)."""
+        self.phase = STARTING
+        try:
+            self._spawn(now)
+        except HTTPError as error:
+            self._fail(error, now)
+
+    def _spawn(self, now: float) -> None:
+        handler = self.handler
+        script = self.script
+        reply = self.reply
+        assert reply is not None
         translated = handler.translate(script.path_info) if script.path_info else None
         env = build_environ(self.request, script, handler.fixed_env, handler.facts, translated)
         try:
@@ -242,6 +273,14 @@ class CgiExchange:
                 self.reply.set_deadline(now + self.timeout)
 
     def on_timeout(self, now: float) -> None:
+        if self.phase == QUEUED:
+            self.handler.waiting.remove(self)
+            self.phase = ANSWERED
+            try:
+                self.handler.refuse(f"a request waited {self.timeout:g}s for a script slot")
+            except HTTPError as error:
+                self._fail(error, now)
+            return
         if self.phase == STREAM:
             self.handler.log.error(f"cgi {self.label}: no output for {self.timeout:g}s, response cut")
         else:
@@ -407,6 +446,9 @@ class CgiExchange:
     # -- the end ---------------------------------------------------------------------------------
     def close(self) -> None:
         """The request is over: release the pipes and hand the script to the reaper. Idempotent."""
+        if self.phase == QUEUED:
+            self.handler.waiting.remove(self)
+            self.phase = ANSWERED
         if self.closed or self.pid == 0:
             self.closed = True
             return

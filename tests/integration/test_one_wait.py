@@ -113,7 +113,7 @@ def slow_reader(daemon: Daemon, path: str) -> tuple[socket.socket, bytes]:
 
 def test_slow_readers_hold_at_most_max_processes_scripts(make_daemon, tmp_path: Path) -> None:
     root = scripts(tmp_path, big=BIG.format(size=20_000_000))
-    daemon = one_worker(make_daemon, root, tmp_path, cgi={"max_processes": 8})
+    daemon = one_worker(make_daemon, root, tmp_path, cgi={"max_processes": 8, "queue": 0})
     worker = daemon.worker_pids()[0]
     clients = []
     most = 0
@@ -130,6 +130,70 @@ def test_slow_readers_hold_at_most_max_processes_scripts(make_daemon, tmp_path: 
     for sock, _ in clients:
         sock.close()
     poll(lambda: not children_of(worker), 5, "every script gone after its client left")
+
+
+SHORT = "#!/bin/sh\nsleep 0.3\nprintf 'Content-Type: text/plain\\n\\nran\\n'\n"
+
+
+def test_a_burst_above_max_processes_waits_in_line(make_daemon, tmp_path: Path) -> None:
+    root = scripts(tmp_path, short=SHORT)
+    daemon = one_worker(make_daemon, root, tmp_path, cgi={"max_processes": 2, "queue": 4})
+    worker = daemon.worker_pids()[0]
+    results: list[int] = []
+    most = 0
+
+    def fetch() -> None:
+        results.append(daemon.get("/cgi/short.sh")[0])
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=fetch) for _ in range(6)]  # 2 running + 4 waiting
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        most = max(most, len(children_of(worker)))
+        time.sleep(0.01)
+    elapsed = time.monotonic() - began
+    assert results == [200] * 6  # none refused: the line took the burst
+    assert most <= 2
+    assert elapsed >= 0.85, elapsed  # three turns of 0.3 s
+
+
+def test_beyond_the_line_and_after_timeout_the_answer_is_503(make_daemon, tmp_path: Path) -> None:
+    root = scripts(tmp_path, stream=STREAM.format(count=3), short=SHORT)
+    daemon = one_worker(make_daemon, root, tmp_path,
+                        cgi={"max_processes": 1, "queue": 1, "timeout": 1.5})
+    holder = slow_reader(daemon, "/cgi/stream.sh")  # a line a second for 3 s: the only slot
+    assert holder[1].startswith(b"HTTP/1.1 200")
+    with socket.create_connection((daemon.host, daemon.port), timeout=10) as waiting:
+        waiting.sendall(b"GET /cgi/short.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.2)
+        status, headers, _ = daemon.get("/cgi/short.sh")  # the line is full
+        assert status == 503 and headers["retry-after"] == "1"
+        began = time.monotonic()
+        answer = waiting.recv(64)
+        assert answer.startswith(b"HTTP/1.1 503"), answer  # waited its timeout for a slot
+        assert 1.0 < time.monotonic() - began + 0.2 < 2.5
+    holder[0].close()
+    daemon.wait_for_log("waited 1.5s for a script slot")
+    assert daemon.get("/cgi/short.sh")[2] == b"ran\n"  # slot and line are free again
+
+
+def test_a_client_that_leaves_the_line_starts_nothing(make_daemon, tmp_path: Path) -> None:
+    root = scripts(tmp_path, short=SHORT, pause=LINE_SLEEP_LINE.format(pause=1))
+    daemon = one_worker(make_daemon, root, tmp_path, cgi={"max_processes": 1, "queue": 8})
+    worker = daemon.worker_pids()[0]
+    holder = threading.Thread(target=lambda: daemon.get("/cgi/pause.sh"))
+    holder.start()
+    time.sleep(0.2)
+    for _ in range(5):
+        with socket.create_connection((daemon.host, daemon.port)) as sock:
+            sock.sendall(b"GET /cgi/short.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+            time.sleep(0.02)
+    holder.join(10)
+    poll(lambda: not children_of(worker), 5, "the holder reaped")
+    time.sleep(0.5)
+    assert not children_of(worker)  # the departed waiters never ran
+    assert daemon.get("/cgi/short.sh")[2] == b"ran\n"
 
 
 def test_a_client_below_the_floor_rate_is_dropped_and_its_script_stopped(
