@@ -47,7 +47,7 @@ class TlsConnection(Connection):
         if self.state == SHAKE:
             self._handshake(now)
             return
-        super().on_readable(now)
+        Connection.on_readable(self, now)
         self._follow_transport()
 
     def on_writable(self, now: float) -> None:

@@ -177,7 +177,9 @@ class TlsTransport:
         # The calls of the data path, bound once the handshake is done (see _bind).
         self._read: Callable[[int], bytes] = _no_data
         self._write: Callable[[bytes | memoryview], int] = _no_room
-        self._pending: Callable[[], int] = _none_pending
+        # Plaintext bytes decrypted but not yet returned by recv (invisible to epoll): a bound C
+        # call, no Python frame, as the connection asks after every read.
+        self.pending: Callable[[], int] = _none_pending
 
     def fileno(self) -> int:
         return self.fd
@@ -226,7 +228,7 @@ class TlsTransport:
         end in, after two Python frames each that check what is already known here (the socket
         is open, no flags). An HTTPS request costs about five such calls."""
         target = getattr(sock, "_sslobj", None) or sock
-        self._read, self._write, self._pending = target.read, target.write, target.pending
+        self._read, self._write, self.pending = target.read, target.write, target.pending
 
     def answer_plain_http(self) -> None:
         """Answer a plain-HTTP request with PLAIN_HTTP_REPLY; the caller closes afterwards.
@@ -294,10 +296,6 @@ class TlsTransport:
         self._chunk = None if sent == len(chunk[2]) else (fd, offset + sent, chunk[2][sent:])
         return sent
 
-    def pending(self) -> int:
-        """Plaintext bytes decrypted but not yet returned by recv (invisible to epoll)."""
-        return self._pending()
-
     def close_notify(self) -> None:
         """Send close_notify if the socket takes it now; never wait for the peer's.
 
@@ -310,7 +308,7 @@ class TlsTransport:
         self._notified = True
         tls = self.tls
         # From here on the SSLSocket's own calls: after unwrap they fall back to the raw socket.
-        self._read, self._write, self._pending = tls.recv, tls.send, tls.pending
+        self._read, self._write, self.pending = tls.recv, tls.send, tls.pending
         tls.settimeout(0.0)
         try:
             tls.unwrap()
@@ -322,7 +320,7 @@ class TlsTransport:
         self.close_notify()
         (self.sock or self.raw).close()
         self._chunk = None
-        self._read, self._write, self._pending = _no_data, _no_room, _none_pending
+        self._read, self._write, self.pending = _no_data, _no_room, _none_pending
 
 
 def _no_data(size: int) -> bytes:
