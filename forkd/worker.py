@@ -280,7 +280,8 @@ class Worker:
             self.error_log.error(f"timer failed: {traceback.format_exc()}")
 
     def _serve_ready(self, now: float) -> None:
-        ready, self.ready = self.ready, []
+        ready = self.ready[:]  # emptied in place: connections append to this very list
+        self.ready.clear()
         for connection in ready:
             try:
                 connection.process(now)

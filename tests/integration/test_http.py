@@ -248,6 +248,17 @@ def test_pipelined_requests_answered_in_order(server: Daemon) -> None:
     assert conn.closed()
 
 
+def test_long_pipelines_are_answered_whole_again_and_again(server: Daemon) -> None:
+    # More than a burst (16) per buffer: the rest waits for the worker's next turn, each time.
+    for _ in range(4):
+        conn = connect(server)
+        conn.send(b"GET /1k.txt HTTP/1.1\r\nHost: a\r\n\r\n" * 40)
+        for _ in range(40):
+            status, _, body = conn.response()
+            assert status == 200 and len(body) == 1024
+        conn.close()
+
+
 def test_pipelined_requests_split_at_odd_places(server: Daemon) -> None:
     data = b"GET /1k.txt HTTP/1.1\r\nHost: a\r\n\r\n" * 3
     conn = connect(server)
