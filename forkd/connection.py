@@ -51,6 +51,17 @@ The common case stays cheap: a request that arrives in one segment and whose res
 socket buffer costs one recv and one send (or send + sendfile), and no epoll_ctl at all, because a
 connection is registered for EPOLLIN once and switched to EPOLLOUT only when a write would block.
 
+Posted answers. That one send (a response in one buffer: a head, or a head and a small body) is
+not made at once: the connection *posts* the buffer (state WRITE) and the worker sends every
+posted buffer when it has handled all the events of its loop turn (`send_posted`). Each send wakes
+the client's process, which then competes with the worker for a core; sent in the middle of a
+turn, those wake-ups preempt the worker while it still has requests to serve, and every
+preemption costs a context switch and cold caches. Sent together at the end, they land when the
+worker is about to wait anyway, and a client with many connections finds many answers per wake-up.
+On two cores shared with wrk that is a third more requests per second for a 1 KiB file, and
+almost half more over HTTPS; an answer waits at most one loop turn. Pipelined requests are served
+after their predecessor's answer is sent, as before (the buffer waits in `ready`).
+
 All socket I/O goes through three callables (`recv`, `send`, `sendfile`) bound at construction: the
 transport seam. Everything else a connection uses of its worker comes through forkd.services.
 
@@ -135,6 +146,7 @@ class Connection:
         "keep",
         "min_rate",
         "out",
+        "posted",
         "reader",
         "recv",
         "redirects",
@@ -175,6 +187,7 @@ class Connection:
         # Nothing received yet: a connection that sends nothing is closed after timeouts.header.
         self.deadline = now + services.timeouts.header
         self.out: deque[Any] = deque()
+        self.posted: bytes | None = None  # a response in one buffer, sent at the end of the turn
         self.tunnel: Tunnel | None = None  # set by upgrade(): who gets the socket in TUNNEL
         self._reset_request()
 
@@ -643,7 +656,18 @@ class Connection:
             out.append(b"".join(pending))
 
     def _send(self, data: bytes, now: float) -> None:
-        """The common case, one buffer (head and small body): one send, no queue handling."""
+        """The common case, one buffer (head and small body): posted, sent at the end of the
+        worker's loop turn (see "Posted answers" in the module docstring)."""
+        self.state = WRITE
+        self.posted = data
+        self.services.posted.append(self)
+
+    def send_posted(self, now: float) -> None:
+        """Send the posted buffer: one send, no queue handling (the worker calls this)."""
+        data, self.posted = self.posted, None
+        if data is None or self.state != WRITE:
+            return  # the connection ended since (aborted, closed)
+        self.deferred = True  # answered outside process(): _finish queues pipelined requests
         try:
             sent = self.send(data)
         except (BlockingIOError, InterruptedError):

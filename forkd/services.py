@@ -40,6 +40,7 @@ class Services:
         self.request_done = request_done
         self.retiring = False  # answer with Connection: close from now on
         self.ready: list[Any] = []  # connections holding pipelined requests, served next turn
+        self.posted: list[Any] = []  # connections with an answer to send at the end of the turn
         self.body_bytes = 0  # request body bytes held right now (memory and spool files)
         self.hsts = config.hsts  # Strict-Transport-Security on HTTPS answers
         self.tls_handshake_timeout = config.tls.handshake_timeout if config.tls else 10.0

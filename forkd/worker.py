@@ -219,6 +219,7 @@ class Worker:
         reactor = self.reactor
         poll = self.epoll.poll
         access_log = self.access_log
+        services = self.services
         while not self.stopping:
             if self.ready:
                 events = poll(0)
@@ -250,9 +251,13 @@ class Worker:
                 self._run_timers(now)
             if self.ready:
                 self._serve_ready(now)
+            if services.posted:
+                self._send_posted(now)  # every answer of the turn, at once (forkd.connection)
             if now >= next_tick:
                 next_tick = now + TICK
-                self._tick(now)
+                self._tick(now)  # it sees the connections as their answers left them
+                if services.posted:
+                    self._send_posted(now)  # answers to timeouts
             if access_log.buffer:
                 access_log.flush()
         self._shutdown()
@@ -278,6 +283,14 @@ class Worker:
             self.reactor.run_timers(now)
         except Exception:  # noqa: BLE001 - as above
             self.error_log.error(f"timer failed: {traceback.format_exc()}")
+
+    def _send_posted(self, now: float) -> None:
+        posted, self.services.posted = self.services.posted, []
+        for connection in posted:
+            try:
+                connection.send_posted(now)
+            except Exception:  # noqa: BLE001 - as in run()
+                self._connection_failed(connection)
 
     def _serve_ready(self, now: float) -> None:
         ready = self.ready[:]  # emptied in place: connections append to this very list
