@@ -43,7 +43,6 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from typing import NoReturn
 
 from forkd import SERVER_SOFTWARE
 from forkd.config import CgiConfig, Config
@@ -146,17 +145,17 @@ class CgiHandler:
         elif request.body is not None:
             script = self.locate(request)  # see the module docstring: check again, right now
         if self.running >= self.cgi.max_processes and len(self.waiting) >= self.cgi.queue:
-            self.refuse(f"{self.running} scripts running (cgi.max_processes) and "
-                        f"{len(self.waiting)} requests waiting (cgi.queue)")
+            raise self.refusal(f"{self.running} scripts running (cgi.max_processes) and "
+                               f"{len(self.waiting)} requests waiting (cgi.queue)")
         return CgiExchange(self, request, script)
 
-    def refuse(self, why: str) -> NoReturn:
-        """503 with Retry-After, logged once a second (not once per refusal)."""
+    def refusal(self, why: str) -> ServiceUnavailable:
+        """The 503 with Retry-After for `why`, logged once a second (not once per refusal)."""
         now = time.monotonic()
         if now - self.refused_logged >= 1.0:
             self.refused_logged = now
             self.log.warning(f"cgi {self.prefix}: {why}: answering 503")
-        raise ServiceUnavailable("too many scripts running", BUSY)
+        return ServiceUnavailable("too many scripts running", BUSY)
 
     def shutdown(self) -> None:
         self.reaper.shutdown()
@@ -276,10 +275,8 @@ class CgiExchange:
         if self.phase == QUEUED:
             self.handler.waiting.remove(self)
             self.phase = ANSWERED
-            try:
-                self.handler.refuse(f"a request waited {self.timeout:g}s for a script slot")
-            except HTTPError as error:
-                self._fail(error, now)
+            self._fail(self.handler.refusal(f"a request waited {self.timeout:g}s for a script "
+                                            f"slot"), now)
             return
         if self.phase == STREAM:
             self.handler.log.error(f"cgi {self.label}: no output for {self.timeout:g}s, response cut")
