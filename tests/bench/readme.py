@@ -87,7 +87,55 @@ def section(results: dict) -> str:
     lines += [("Every workload's table (p99 latency, socket errors, ratio to nginx), the capacity "
               "details and the server versions: [tests/bench/results/latest.md]"
               "(tests/bench/results/latest.md); raw numbers: `latest.json`."), ""]
+    php = Path(__file__).parent / "results" / "php.json"
+    if php.exists():
+        lines += php_section(json.loads(php.read_text()))
     return "\n".join(lines)
+
+
+PHP_ROWS = (  # results/php.json row -> how the README names it
+    ("nginx + php-fpm", "nginx + php-fpm (a connection per request)"),
+    ("nginx + php-fpm, keepalive 2", "nginx + php-fpm, `fastcgi_keep_conn` + upstream `keepalive 2`"),
+    ("forkd fastcgi", "forkd `fastcgi`, `connections: 0`"),
+    ("forkd fastcgi, connections 2", "forkd `fastcgi`, `connections: 2`"),
+    ("forkd php-cgi", "forkd `cgi` with php-cgi"),
+)
+
+
+def php_section(data: dict) -> list[str]:
+    """### PHP through php-fpm, from results/php.json (`python3 -m tests.bench.php`)."""
+    hello = data["hello"]
+    if not all(key in hello for key, _ in PHP_ROWS):
+        return []  # written before these rows existed
+    lines = ["### PHP through php-fpm", "", (
+        "`python3 -m tests.bench.php` (about 2 minutes, `tests/bench/results/php.md`) drives "
+        "`hello.php` through forkd's `fastcgi` route and through nginx, each server with 2 workers "
+        "and its own php-fpm pool of 4 children (pm static, a unix socket), wrk -t2 -c50, "
+        f"{data['seconds']:g} s runs, medians of {data['repeats']} interleaved repeats. "
+        f"Run {data['date']}:"), "",
+        "| hello.php through | req/s | p99 ms | server CPU µs/request | php-fpm CPU µs/request |",
+        "|---|---:|---:|---:|---:|"]
+    for key, name in PHP_ROWS:
+        row = hello[key]
+        fpm = "" if key == "forkd php-cgi" else f"{row['fpm_cpu_us']:.0f}"
+        lines.append(f"| {name} | {row['rps']:,.0f} | {row['p99_us'] / 1000:.1f} | "
+                     f"{row['server_cpu_us']:.0f} | {fpm} |")
+    nginx, plain = hello["nginx + php-fpm"]["rps"], hello["forkd fastcgi"]["rps"]
+    kept, cgi = hello["forkd fastcgi, connections 2"]["rps"], hello["forkd php-cgi"]["rps"]
+    static = data["isolation"]["static"]
+    lines += ["", (
+        f"forkd is at {plain / nginx:.2f}× nginx with a connection per request and "
+        f"{kept / nginx:.2f}× with kept connections; the fastcgi route does "
+        f"{plain / max(cgi, 1):.0f}× forkd's own php-cgi route. The gap is the worker's CPU per "
+        "request: parsing, the FastCGI params and records, and above all the system calls and "
+        "wake-ups of a Python process (perf: about half of a worker's time is in the kernel, most "
+        "of it switching between processes). php-fpm's children spend more per request behind "
+        "forkd than behind nginx because they share the cores with busier workers. nginx keeping "
+        "connections shows the hazard `connections` avoids: its idle kept connections hold every "
+        "child of the pool, and requests on new connections wait behind them (its p99). One forkd "
+        "worker serving a `sleep(1)` page to 4 clients keeps a static file's p99 at "
+        f"{static['p99_us'] / 1000:.1f} ms."), ""]
+    return lines
 
 
 def replace_section(readme: str, new: str) -> str:
