@@ -60,6 +60,7 @@ from typing import Any
 
 from tests.support.daemon import Daemon
 from tests.support.php_fpm import PhpFpm
+from tests.support.processes import stop_group
 from tests.support.tools import debian_package_installed
 
 # php-xml (XML-RPC) and php-mbstring are only Suggests of Debian's wordpress; real sites have them.
@@ -150,17 +151,8 @@ class MariaDB:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        for signum, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, signum)
-                proc.wait(wait)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        if proc is not None:
+            stop_group(proc, signal.SIGTERM, 30.0)  # TERM: mariadbd's clean shutdown
 
 
 # -- the WordPress tree ---------------------------------------------------------------------------

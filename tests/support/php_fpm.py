@@ -23,6 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.support.processes import stop_group
 from tests.support.tools import need_tool
 
 
@@ -120,19 +121,5 @@ class PhpFpm:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        for signum, wait in ((signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, signum)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # children left in the group (a KILLed master's)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if proc is not None:
+            stop_group(proc, signal.SIGQUIT, 5.0)  # QUIT: php-fpm's graceful stop
