@@ -18,7 +18,7 @@ import json
 import time
 from typing import Any
 
-from forkd.scoreboard import BOUNDS, CONNECTION_STATES, G_CGI, Snapshot
+from forkd.scoreboard import BOUNDS, CONNECTION_STATES, G_CGI, G_WAITING, Snapshot
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LETTERS = {"idle": "_", "busy": "W", "starting": "S", "retiring": "G"}
@@ -45,6 +45,7 @@ def counters(snapshot: Snapshot) -> dict[str, Any]:
             name: snapshot.gauges[i] for i, name in enumerate(CONNECTION_STATES)
         },
         "cgi_processes": snapshot.gauges[G_CGI],
+        "requests_waiting": snapshot.gauges[G_WAITING],
     }
 
 
@@ -96,6 +97,9 @@ def render_prometheus(snapshot: Snapshot) -> str:
             for i, name in enumerate(CONNECTION_STATES)])
     family("forkd_cgi_processes", "gauge", "CGI scripts running.",
            [("forkd_cgi_processes", snapshot.gauges[G_CGI])])
+    family("forkd_requests_waiting", "gauge",
+           "Requests waiting for a CGI script slot or a kept php-fpm connection.",
+           [("forkd_requests_waiting", snapshot.gauges[G_WAITING])])
     family("forkd_worker_restarts_total", "counter", "Workers replaced after an unplanned exit.",
            [("forkd_worker_restarts_total", snapshot.restarts)])
     family("forkd_reloads_total", "counter", "Reloads, by outcome.",
@@ -150,7 +154,8 @@ def render_text(snapshot: Snapshot) -> str:
                      f"{snapshot.last_reload.splitlines()[0]}")
     classes = " ".join(f"{k} {v}" for k, v in c["requests_by_class"].items())
     lines.append(f"requests: {c['requests']} ({classes}); {c['response_bytes']} bytes; "
-                 f"connections {c['connections']}; cgi {c['cgi_processes']}")
+                 f"connections {c['connections']}; cgi {c['cgi_processes']}; "
+                 f"waiting {c['requests_waiting']}")
     lines.append("")
     lines.append(f"{'PID':>8} {'GEN':>4} {'STATE':<9} {'UP':>8} {'REQS':>8} {'FOR':>8}  REQUEST")
     for w in snapshot.workers:
@@ -184,7 +189,8 @@ restarts: {snapshot.restarts}. Reloads: {snapshot.reloads_ok} ok, {snapshot.relo
 {reload}
 <p>Requests: {c["requests"]} ({classes}); response bytes: {c["response_bytes"]};
 TLS handshakes: {c["tls_handshakes"]["ok"]} ok, {c["tls_handshakes"]["failed"]} failed.</p>
-<p>Connections: {c["connections"]} ({states}); CGI scripts running: {c["cgi_processes"]}.</p>
+<p>Connections: {c["connections"]} ({states}); CGI scripts running: {c["cgi_processes"]};
+requests waiting in a route's line: {c["requests_waiting"]}.</p>
 <table><tr><th>pid</th><th>generation</th><th>state</th><th>up</th><th>requests</th>
 <th>connections</th><th>for</th><th>request</th></tr>
 {rows}

@@ -13,7 +13,8 @@ time; the pid once fork returned). From then on the worker is the only writer of
 - per request, plain stores into its slot, no system call and no lock: `busy` (the request line
   and since when), `count` (status class x duration bucket, response bytes, duration sum) and
   `idle`;
-- per loop tick (a quarter second), the gauges: connections by state, CGI scripts running;
+- per loop tick (a quarter second), the gauges: connections by state, CGI scripts running,
+  requests waiting in a route's line;
 - rarely: its state (READY, RETIRING) and TLS handshake outcomes.
 When the worker has exited (retired, crashed, SIGKILLed: the memory outlives the process) the master
 folds its counters into the header's totals and frees the slot. Server-wide counters are totals +
@@ -77,7 +78,8 @@ COUNTERS = C_TABLE + len(CLASSES) * BUCKETS
 # Gauges of a slot (written each tick by its worker).
 CONNECTION_STATES = ("handshake", "reading", "idle", "handling", "writing", "closing")
 G_CGI = len(CONNECTION_STATES)
-GAUGES = G_CGI + 1
+G_WAITING = G_CGI + 1  # requests waiting in a route's line (cgi.queue, fastcgi.connections)
+GAUGES = G_WAITING + 1
 
 # Slot fields, as indices of 8-byte integers.
 S_PID, S_GENERATION, S_STATE, S_STARTED_NS, S_SINCE_NS, S_LINE_LEN = range(6)

@@ -320,7 +320,8 @@ class Worker:
         self._publish_gauges()
 
     def _publish_gauges(self) -> None:
-        """Connections by state and CGI scripts running, into this worker's scoreboard slot."""
+        """Connections by state, CGI scripts running and requests waiting in a route's line,
+        into this worker's scoreboard slot."""
         counts = [0] * scoreboard.GAUGES
         for connection in self.connections.values():
             state = connection.state
@@ -328,8 +329,9 @@ class Worker:
                 counts[GAUGE_IDLE] += 1
             elif state in GAUGE_OF_STATE:
                 counts[GAUGE_OF_STATE[state]] += 1
-        counts[scoreboard.G_CGI] = sum(getattr(h, "scripts_running", 0)
-                                       for h in self.router.handlers())
+        handlers = self.router.handlers()
+        counts[scoreboard.G_CGI] = sum(getattr(h, "scripts_running", 0) for h in handlers)
+        counts[scoreboard.G_WAITING] = sum(getattr(h, "requests_waiting", 0) for h in handlers)
         self.slot.set_gauges(counts)
 
     def _notify(self, message: bytes) -> None:

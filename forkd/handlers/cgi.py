@@ -184,6 +184,11 @@ class CgiHandler:
         """For the scoreboard's forkd_cgi_processes gauge."""
         return self.running
 
+    @property
+    def requests_waiting(self) -> int:
+        """For the scoreboard's forkd_requests_waiting gauge."""
+        return len(self.waiting)
+
 
 class CgiExchange:
     """One script run for one request; see the module docstring. All per-request state is here."""

@@ -146,6 +146,11 @@ class FastCgiHandler:
             return FastCgiExchange(self, request, target)
         return self.static.handle(request)
 
+    @property
+    def requests_waiting(self) -> int:
+        """For the scoreboard's forkd_requests_waiting gauge."""
+        return len(self.pool.waiting) if self.pool is not None else 0
+
     def quiesce(self) -> None:
         """The worker retires: kept connections are closed as they become idle."""
         if self.pool is not None:

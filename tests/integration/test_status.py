@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -220,3 +221,27 @@ def test_keep_alive_connection_gauges(make_daemon, tmp_path) -> None:
     poll(lambda: idle_count() == 1, 5, "closed connections no longer counted")
     watcher.close()
 
+
+
+def test_requests_waiting_in_a_line_are_a_gauge(make_daemon, tmp_path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    daemon = make_daemon({"workers": 1, "routes": [
+        {"prefix": "/server-status", "status": {}},
+        {"prefix": "/cgi/", "cgi": {"root": SCRIPTS, "max_processes": 1, "timeout": 10}},
+        {"prefix": "/", "static": {"root": str(www)}},
+    ]})
+    clients = []
+    for _ in range(3):  # one script runs (silent for 30 s), two requests wait for its slot
+        sock = socket.create_connection((daemon.host, daemon.port))
+        sock.sendall(b"GET /cgi/slow-header.sh HTTP/1.1\r\nHost: t\r\n\r\n")
+        clients.append(sock)
+    poll(lambda: status(daemon)["counters"]["requests_waiting"] == 2, 5, "two requests waiting")
+    assert status(daemon)["counters"]["cgi_processes"] == 1
+    _, _, body = daemon.get("/server-status?format=prometheus")
+    gauges = {sample.name: sample.value for family in text_string_to_metric_families(body.decode())
+              for sample in family.samples}
+    assert gauges["forkd_requests_waiting"] == 2
+    for sock in clients:
+        sock.close()
+    poll(lambda: status(daemon)["counters"]["requests_waiting"] == 0, 5, "the line empty")
