@@ -442,9 +442,16 @@ def test_term_kills_workers_still_busy_after_timeouts_graceful(
     with start_slow_request(daemon):
         daemon.signal(signal.SIGTERM)
         daemon.wait_for_log("stopping gracefully")
-        # The script stays silent for 30 s: only the SIGKILL at the deadline ends the stop in time.
+        # The script stays silent for 30 s: only the deadline ends the stop in time.
+        began = time.monotonic()
         assert daemon.wait(10) == 0
-    assert f"worker {busy} (generation 1) killed by SIGKILL (did not stop in time)" in daemon.log()
+        assert time.monotonic() - began < 3
+    # At the deadline the master sends SIGKILL, and the worker gives up by itself (aborting its
+    # connections, killing its scripts): whichever comes first ends it, on time either way.
+    log = daemon.log()
+    assert (f"worker {busy} (generation 1) killed by SIGKILL (did not stop in time)" in log
+            or f"worker {busy} (generation 1) exited with code 0" in log), log
+    assert not alive(busy)
 
 
 def test_sigint_stops_at_once_without_waiting_for_requests(
