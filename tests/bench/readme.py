@@ -108,7 +108,7 @@ def php_section(data: dict) -> list[str]:
     if not all(key in hello for key, _ in PHP_ROWS):
         return []  # written before these rows existed
     lines = ["### PHP through php-fpm", "", (
-        "`python3 -m tests.bench.php` (about 2 minutes, `tests/bench/results/php.md`) drives "
+        "`python3 -m tests.bench.php` (about 2 minutes; `--repeats 5` about 3.5; `tests/bench/results/php.md`) drives "
         "`hello.php` through forkd's `fastcgi` route and through nginx, each server with 2 workers "
         "and its own php-fpm pool of 4 children (pm static, a unix socket), wrk -t2 -c50, "
         f"{data['seconds']:g} s runs, medians of {data['repeats']} interleaved repeats. "
