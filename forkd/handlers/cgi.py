@@ -56,14 +56,11 @@ from forkd.handlers.cgi_env import (
     locate,
 )
 from forkd.handlers.cgi_output import (
-    MAX_HEADER_BYTES,
     Document,
     LocalRedirect,
     MalformedOutput,
-    classify,
-    find_end,
-    line_start,
-    parse,
+    take_head,
+    whole_body,
 )
 from forkd.handlers.cgi_process import (
     CHUNK,
@@ -313,21 +310,13 @@ class CgiExchange:
             self._respond(Response(_raw_status(data), body=self, raw=True, min_rate=self._rate()),
                           now, STREAM)
             return
-        buffer = self.output
-        resume = line_start(buffer, len(buffer))
-        buffer += data
-        end = find_end(buffer, resume)
-        if end is None:
-            if len(buffer) > MAX_HEADER_BYTES:
-                self._malformed(f"no end of the header block in {MAX_HEADER_BYTES} bytes", now)
-            return
-        head = bytes(buffer[: end[0]])
-        del buffer[: end[1]]
         try:
-            outcome = classify(parse(head))
+            outcome = take_head(self.output, data)
         except MalformedOutput as exc:
-            self._malformed(f"malformed header block: {exc.detail}", now)
+            self._malformed(exc.detail, now)
             return
+        if outcome is None:
+            return  # the header block goes on
         if isinstance(outcome, LocalRedirect):
             assert self.reply is not None
             extra = _redirect_variables(self.request)
@@ -348,12 +337,11 @@ class CgiExchange:
             return
         outcome = self.outcome
         assert outcome is not None
-        body = bytes(self.output)
-        if outcome.length is not None:
-            if len(body) < outcome.length:
-                self._malformed("output ended before its Content-Length", now)
-                return
-            body = body[: outcome.length]
+        try:
+            body = whole_body(outcome, self.output)
+        except MalformedOutput as exc:
+            self._malformed(exc.detail, now)
+            return
         self.output = bytearray()
         self._respond(Response(outcome.status, outcome.fields, body=body), now, ANSWERED)
 

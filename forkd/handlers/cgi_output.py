@@ -165,6 +165,40 @@ def classify(headers: CgiHeaders) -> LocalRedirect | Document:
     return Document(status, headers.fields, headers.content_length)
 
 
+def take_head(buffer: bytearray, data: bytes) -> LocalRedirect | Document | None:
+    """Add `data` to the output gathered so far; once the header block is complete, remove it
+    from `buffer` (what follows is the body's start) and return what it says; None until then.
+
+    Raises MalformedOutput, its detail the whole reason: no end within MAX_HEADER_BYTES, or a
+    block that breaks §6. Only the tail is searched again (a block trickled in pieces is not
+    rescanned from its start each time).
+    """
+    resume = line_start(buffer, len(buffer))
+    buffer += data
+    end = find_end(buffer, resume)
+    if end is None:
+        if len(buffer) > MAX_HEADER_BYTES:
+            raise MalformedOutput(f"no end of the header block in {MAX_HEADER_BYTES} bytes")
+        return None
+    head = bytes(buffer[: end[0]])
+    del buffer[: end[1]]
+    try:
+        return classify(parse(head))
+    except MalformedOutput as exc:
+        raise MalformedOutput(f"malformed header block: {exc.detail}") from None
+
+
+def whole_body(document: Document, output: bytearray) -> bytes:
+    """The body of a document whose output has ended, cut to its Content-Length if it gave one;
+    MalformedOutput when the output ended before that length."""
+    body = bytes(output)
+    if document.length is not None:
+        if len(body) < document.length:
+            raise MalformedOutput("output ended before its Content-Length")
+        body = body[: document.length]
+    return body
+
+
 def is_local(location: str) -> bool:
     """§6.2.2 local-Location = local-pathquery: an absolute path, not "//authority" (a client redirect)."""
     return location.startswith("/") and not location.startswith("//")

@@ -56,14 +56,11 @@ from forkd.handlers.base import HandlerContext, InternalRedirect, Reply
 from forkd.handlers.cgi import WHOLE_BODY_LIMIT, WHOLE_BODY_WAIT
 from forkd.handlers.cgi_env import Script
 from forkd.handlers.cgi_output import (
-    MAX_HEADER_BYTES,
     Document,
     LocalRedirect,
     MalformedOutput,
-    classify,
-    find_end,
-    line_start,
-    parse,
+    take_head,
+    whole_body,
 )
 from forkd.handlers.cgi_process import CHUNK, StderrLines
 from forkd.handlers.fastcgi_pool import ConnectionPool
@@ -452,21 +449,13 @@ class FastCgiExchange:
             self.output += data
 
     def _header_bytes(self, data: bytes, now: float) -> None:
-        buffer = self.output
-        resume = line_start(buffer, len(buffer))
-        buffer += data
-        end = find_end(buffer, resume)
-        if end is None:
-            if len(buffer) > MAX_HEADER_BYTES:
-                self._malformed(f"no end of the header block in {MAX_HEADER_BYTES} bytes", now)
-            return
-        head = bytes(buffer[: end[0]])
-        del buffer[: end[1]]
         try:
-            outcome = classify(parse(head))
+            outcome = take_head(self.output, data)
         except MalformedOutput as exc:
-            self._malformed(f"malformed header block: {exc.detail}", now)
+            self._malformed(exc.detail, now)
             return
+        if outcome is None:
+            return  # the header block goes on
         if isinstance(outcome, LocalRedirect):
             reply = self.reply
             assert reply is not None
@@ -503,12 +492,11 @@ class FastCgiExchange:
             return
         outcome = self.outcome
         assert outcome is not None
-        body = bytes(self.output)
-        if outcome.length is not None:
-            if len(body) < outcome.length:
-                self._malformed("output ended before its Content-Length", now)
-                return
-            body = body[: outcome.length]
+        try:
+            body = whole_body(outcome, self.output)
+        except MalformedOutput as exc:
+            self._malformed(exc.detail, now)
+            return
         self.output = bytearray()
         self._check_reusable()
         # Close (or give back) before answering: after END_REQUEST php-fpm's child waits for

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from forkd.handlers.cgi_output import (
+    MAX_HEADER_BYTES,
     Document,
     LocalRedirect,
     MalformedOutput,
@@ -15,6 +16,8 @@ from forkd.handlers.cgi_output import (
     is_local,
     line_start,
     parse,
+    take_head,
+    whole_body,
 )
 
 
@@ -151,3 +154,31 @@ def test_is_local() -> None:
     assert is_local("/a")
     assert not is_local("//host/a")
     assert not is_local("http://host/a")
+
+
+def test_take_head_gathers_a_trickled_block_and_leaves_the_body() -> None:
+    buffer = bytearray()
+    assert take_head(buffer, b"Content-Type: text/plain\r") is None
+    assert take_head(buffer, b"\nStatus: 201 Created\n") is None
+    outcome = take_head(buffer, b"\r\nbody starts")
+    assert isinstance(outcome, Document) and outcome.status == 201
+    assert buffer == b"body starts"
+    assert take_head(bytearray(), b"Location: /elsewhere?x=1\n\n") == LocalRedirect("/elsewhere?x=1")
+
+
+def test_take_head_names_what_is_wrong() -> None:
+    with pytest.raises(MalformedOutput) as caught:
+        take_head(bytearray(), b"no colon here\n\n")
+    assert caught.value.detail.startswith("malformed header block: ")
+    with pytest.raises(MalformedOutput) as caught:
+        take_head(bytearray(b"X-Long: " + b"a" * MAX_HEADER_BYTES), b"b")
+    assert caught.value.detail == f"no end of the header block in {MAX_HEADER_BYTES} bytes"
+
+
+def test_whole_body_is_cut_to_content_length_and_refused_when_short() -> None:
+    document = Document(200, [], 5)
+    assert whole_body(document, bytearray(b"hello, world")) == b"hello"
+    assert whole_body(Document(200, [], None), bytearray(b"all of it")) == b"all of it"
+    with pytest.raises(MalformedOutput) as caught:
+        whole_body(document, bytearray(b"hel"))
+    assert caught.value.detail == "output ended before its Content-Length"
