@@ -61,6 +61,17 @@ def test_every_debian_package_the_ci_installs_for_the_tests_is_in_the_readme() -
     assert wanted <= readme, f"in .ci/run but not in the README's Set-up: {wanted - readme}"
 
 
+def assert_serving(proc: subprocess.Popen[bytes], out: Path, timeout: float) -> None:
+    """Wait until the forkd writing its terminal to `out` is ready, then GET / from it: 200."""
+    deadline = time.monotonic() + timeout
+    while "ready: generation 1" not in out.read_text() and time.monotonic() < deadline:
+        assert proc.poll() is None, out.read_text()
+        time.sleep(0.1)
+    [address] = LISTEN_RE.findall(out.read_text())
+    with urllib.request.urlopen(f"http://{address}/", timeout=10) as response:
+        assert response.status == 200
+
+
 def test_ctrl_c_stops_the_demo_site(tmp_path: Path) -> None:
     """The demo config (on port 0, so as not to depend on 8080 being free), stopped as a terminal's
     Ctrl-C does it: SIGINT to the whole foreground process group, master and workers alike."""
@@ -80,13 +91,7 @@ def test_ctrl_c_stops_the_demo_site(tmp_path: Path) -> None:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 15
-        while "ready: generation 1" not in out.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, out.read_text()
-            time.sleep(0.05)
-        [address] = LISTEN_RE.findall(out.read_text())
-        with urllib.request.urlopen(f"http://{address}/", timeout=10) as response:
-            assert response.status == 200
+        assert_serving(proc, out, 15)
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(10) == 0
     finally:
@@ -127,13 +132,7 @@ def test_a_newcomer_following_the_setup_gets_the_demo_site(tmp_path: Path) -> No
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 300
-        while "ready: generation 1" not in out.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, out.read_text()
-            time.sleep(0.2)
-        [address] = LISTEN_RE.findall(out.read_text())
-        with urllib.request.urlopen(f"http://{address}/", timeout=10) as response:
-            assert response.status == 200
+        assert_serving(proc, out, 300)  # the venv and the pip install come first
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         assert proc.wait(15) == 0, out.read_text()
     finally:
