@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from forkd.config import CgiConfig
 from forkd.handlers.paths import inside
 from forkd.http.errors import Forbidden, NotFound
-from forkd.http.request import Request
+from forkd.http.request import ConnectionInfo, Request
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -162,18 +162,15 @@ def build_environ(
     if request.site is not None:  # a virtual host: its own name, never a Host it merely caught
         server_name = request.site.server_name(server_name)
     if conn is not None:
-        remote_addr = conn.remote_addr.encode()
-        env[b"REMOTE_PORT"] = str(conn.remote_port).encode()
-        env[b"SERVER_ADDR"] = conn.server_addr.encode()
-        env[b"REQUEST_SCHEME"] = conn.scheme.encode()
-        for name, value in conn.tls_variables.items():  # HTTPS=on, SSL_PROTOCOL, SSL_CLIENT_*...
-            env[name.encode()] = value.encode("latin-1", "replace")
+        variables = conn.cgi_variables
+        if variables is None:  # the connection's first script request
+            variables = conn.cgi_variables = connection_variables(conn)
+        env.update(variables)
         server_port = conn.server_port or host_port
         server_name = server_name or _bracket(conn.server_addr)
     else:
-        remote_addr, server_port = b"", host_port
-    env[b"REMOTE_ADDR"] = remote_addr
-    env[b"REMOTE_HOST"] = remote_addr  # §4.1.9: the address stands in for a name never looked up
+        env[b"REMOTE_ADDR"] = env[b"REMOTE_HOST"] = b""
+        server_port = host_port
     env[b"SERVER_NAME"] = (server_name or "localhost").encode("latin-1", "replace")
     env[b"SERVER_PORT"] = str(server_port or 80).encode()
     env[b"SERVER_PROTOCOL"] = request.version.encode()
@@ -201,6 +198,21 @@ def build_environ(
     env.update(header_variables(headers, server.underscore_headers))
     if "REMOTE_USER" in extra:  # the server checked the password: it stays with the server
         env.pop(b"HTTP_AUTHORIZATION", None)
+    return env
+
+
+def connection_variables(conn: ConnectionInfo) -> dict[bytes, bytes]:
+    """The meta-variables that every request of one connection shares."""
+    remote_addr = conn.remote_addr.encode()
+    env = {
+        b"REMOTE_ADDR": remote_addr,
+        b"REMOTE_HOST": remote_addr,  # §4.1.9: the address stands in for a name never looked up
+        b"REMOTE_PORT": str(conn.remote_port).encode(),
+        b"SERVER_ADDR": conn.server_addr.encode(),
+        b"REQUEST_SCHEME": conn.scheme.encode(),
+    }
+    for name, value in conn.tls_variables.items():  # HTTPS=on, SSL_PROTOCOL, SSL_CLIENT_*...
+        env[name.encode()] = value.encode("latin-1", "replace")
     return env
 
 

@@ -179,7 +179,6 @@ class FastCgiExchange:
         self.handler = handler
         self.request = request
         self.script = script
-        self.label = escape(os.fsencode(script.filename))
         self.timeout = handler.settings.timeout
         self.phase = CONNECTING
         self.reply: Reply | None = None
@@ -203,9 +202,19 @@ class FastCgiExchange:
         self.body_started = False  # some of the request body was read (it cannot be sent again)
         self.reusable = False  # ended cleanly on a kept connection: give it back
         self.records = b""  # BEGIN_REQUEST and PARAMS (and the end of STDIN): to send again
-        # Not a bound method of self: that would make every exchange a reference cycle, freed
-        # only by the garbage collector (15 objects a request) instead of at once.
-        self.errors = StderrLines(functools.partial(_log_stderr, handler.log, self.label))
+        self.errors: StderrLines | None = None  # from the first STDERR record on
+
+    @property
+    def label(self) -> str:
+        """The script, as the error log names it."""
+        return escape(os.fsencode(self.script.filename))
+
+    def _stderr(self, data: bytes) -> None:
+        if self.errors is None:
+            # Not a bound method of self: that would make the exchange a reference cycle, freed
+            # only by the garbage collector instead of at once.
+            self.errors = StderrLines(functools.partial(_log_stderr, self.handler.log, self.label))
+        self.errors.feed(data)
 
     # -- start -----------------------------------------------------------------------------------
     def start(self, reply: Reply, now: float) -> None:
@@ -435,7 +444,7 @@ class FastCgiExchange:
                 if record.content:  # an empty STDOUT record ends the stream, not the request
                     self._stdout(record.content, now)
             elif kind == fcgi.STDERR:
-                self.errors.feed(record.content)
+                self._stderr(record.content)
             elif kind == fcgi.END_REQUEST:
                 self._end_request(record.content, now)
             if self.closed:
@@ -575,7 +584,7 @@ class FastCgiExchange:
                 if record.type == fcgi.STDOUT:
                     self.output += record.content
                 elif record.type == fcgi.STDERR:
-                    self.errors.feed(record.content)
+                    self._stderr(record.content)
                 elif record.type == fcgi.END_REQUEST:
                     self.output_done = True
                     self._check_reusable()
@@ -605,7 +614,8 @@ class FastCgiExchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.errors.end()
+        if self.errors is not None:
+            self.errors.end()
         pool = self.handler.pool
         sock, self.sock = self.sock, None
         if self.phase == QUEUED:

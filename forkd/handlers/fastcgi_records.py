@@ -26,6 +26,7 @@ forkd.handlers.fastcgi, and this module is unit-tested on its own.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -89,10 +90,14 @@ def stream(kind: int, request_id: int, data: bytes) -> bytes:
                     for start in range(0, len(view), WRITE_CONTENT))
 
 
+# The records below are the same for every request of an id: made once (each saves a struct
+# pack and two concatenations per request).
+@functools.cache
 def end_of_stream(kind: int, request_id: int) -> bytes:
     return record(kind, request_id)
 
 
+@functools.cache
 def begin_request(request_id: int, keep_connection: bool = False) -> bytes:
     return record(BEGIN_REQUEST, request_id, struct.pack(">HB5x", RESPONDER, int(keep_connection)))
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import NamedTuple
 
 from forkd.config import FastCgiConfig
 from forkd.handlers.cgi_env import Script, ServerFacts, build_environ, fixed_environment
@@ -43,7 +44,8 @@ from forkd.handlers.paths import hidden, inside, normalize, strip_prefix
 from forkd.http.errors import BadRequest, Forbidden, NotFound
 from forkd.http.request import Request
 
-PATH_CACHE = 4096  # decoded request paths remembered per route (the file system is asked each time)
+PATH_CACHE = 4096  # request paths whose walk is remembered per route (the file system is asked
+# each time: only the strings and Script objects are kept)
 
 
 class Static:
@@ -51,6 +53,13 @@ class Static:
 
 
 STATIC = Static()
+
+
+class Walk(NamedTuple):
+    """What a request path's walk needs that does not depend on the file system."""
+
+    url_path: str  # decoded and normalised
+    steps: tuple[tuple[str, Script | None], ...]  # per segment: the file, its Script if a script
 
 
 class Selector:
@@ -62,20 +71,16 @@ class Selector:
         self.extensions = frozenset(extension.lower() for extension in settings.extensions)
         self.index = tuple(name for name in settings.index if self.is_script_name(name))
         self.front_controller = settings.front_controller
-        self._paths: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # raw path -> _parts()
+        self._walks: dict[str, Walk] = {}  # raw path -> its walk
 
     def is_script_name(self, name: str) -> bool:
         return os.path.splitext(name)[1].lower() in self.extensions
 
     def select(self, raw_path: str) -> Script | Static:
-        parts = self._paths.get(raw_path)
-        if parts is None:
-            parts = self._parts(raw_path)
-        url_path, rest, segments = parts
-        current = self.root_real.rstrip("/")
+        walk = self._walks.get(raw_path) or self._walk(raw_path)
+        steps = walk.steps
         followed_link = False
-        for position, segment in enumerate(segments):
-            current = f"{current}/{segment}"
+        for position, (current, script) in enumerate(steps):
             mode, linked = _mode(current)
             followed_link = followed_link or linked
             if mode is None:
@@ -84,16 +89,18 @@ class Selector:
                 continue
             if not stat.S_ISREG(mode) or (followed_link and not inside(self.root_real, current)):
                 raise NotFound()
-            if self.is_script_name(segment):
-                script_part = "/" + "/".join(segments[: position + 1])
-                return self._script(current, script_part, rest[len(script_part):])
-            if position < len(segments) - 1:
+            if script is not None:
+                return script
+            if position < len(steps) - 1:
                 raise NotFound("only scripts take a path after their name")  # x.jpg/y.php
             if linked and self.is_script_name(os.path.realpath(current)):
                 raise NotFound()  # a link to a script: its source is never served
             return STATIC
+        url_path = walk.url_path
         if not url_path.endswith("/"):
             return STATIC  # a directory named without its slash: the static handler redirects
+        current = steps[-1][0] if steps else self.root_real.rstrip("/")
+        rest = strip_prefix(url_path, self.prefix)
         for name in self.index:
             filename = f"{current}/{name}"
             mode, linked = _mode(filename)
@@ -103,19 +110,30 @@ class Selector:
                 return self._script(filename, rest.rstrip("/") + "/" + name, "")
         return STATIC
 
-    def _parts(self, raw_path: str) -> tuple[str, str, tuple[str, ...]]:
-        """The decoded path, the part below the prefix and its segments (remembered, bounded)."""
+    def _walk(self, raw_path: str) -> Walk:
+        """The walk of a path not seen lately (remembered, bounded); 400 or 404 for paths never
+        walked."""
         url_path = normalize(raw_path)
         if "\r" in url_path or "\n" in url_path:
             raise BadRequest("CR or LF in the decoded path")
         rest = strip_prefix(url_path, self.prefix)
         if hidden(rest):
             raise NotFound("dotfiles are never run nor served")
-        parts = (url_path, rest, tuple(segment for segment in rest.split("/") if segment))
-        if len(self._paths) >= PATH_CACHE:
-            self._paths.clear()
-        self._paths[raw_path] = parts
-        return parts
+        segments = [segment for segment in rest.split("/") if segment]
+        steps = []
+        current = self.root_real.rstrip("/")
+        for position, segment in enumerate(segments):
+            current = f"{current}/{segment}"
+            script = None
+            if self.is_script_name(segment):
+                script_part = "/" + "/".join(segments[: position + 1])
+                script = self._script(current, script_part, rest[len(script_part):])
+            steps.append((current, script))
+        walk = Walk(url_path, tuple(steps))
+        if len(self._walks) >= PATH_CACHE:
+            self._walks.clear()
+        self._walks[raw_path] = walk
+        return walk
 
     def _script(self, filename: str, script_part: str, path_info: str) -> Script:
         return Script(filename=filename, name=self.prefix.rstrip("/") + script_part,

@@ -21,6 +21,10 @@ class ConnectionInfo:
     # remote_addr ("" when remote_addr is the peer), and whether the peer may name one per request.
     peer_addr: str = ""
     trusted_peer: bool = False
+    # The CGI meta-variables of the connection (forkd.handlers.cgi_env), worked out at its first
+    # script request. Not copied by dataclasses.replace: a copy names another client.
+    cgi_variables: dict[bytes, bytes] | None = field(default=None, init=False, repr=False,
+                                                     compare=False)
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from forkd.handlers import cgi_output
 from forkd.handlers.cgi_output import (
     MAX_HEADER_BYTES,
     Document,
@@ -119,6 +120,22 @@ def test_malformed_blocks_are_502(head: bytes) -> None:
     with pytest.raises(MalformedOutput) as error:
         parse(head)
     assert error.value.status == 502
+
+
+def test_a_known_name_without_its_colon_is_still_refused() -> None:
+    parse(b"Content-Type: text/plain\nX-Seen: 1\n")  # both names now known to the worker
+    for head in (b"Content-Type: text/plain\nX-Seen\n", b"Content-Type\n"):
+        with pytest.raises(MalformedOutput):
+            parse(head)
+
+
+def test_known_names_are_bounded() -> None:
+    # Names are decoded once and remembered, but a script echoing its clients' names cannot
+    # grow the worker.
+    for number in range(cgi_output._MAX_NAMES + 50):
+        headers = parse(b"Content-Type: text/plain\nX-Name-%d: v\n" % number)
+        assert headers.fields[-1] == (f"X-Name-{number}", "v")
+    assert len(cgi_output._NAMES) <= cgi_output._MAX_NAMES
 
 
 def test_classify_document_defaults_to_200() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from forkd.config import FastCgiConfig
 from forkd.handlers.cgi_env import Script
-from forkd.handlers.fastcgi_script import STATIC, Selector
+from forkd.handlers.fastcgi_script import PATH_CACHE, STATIC, Selector
 from forkd.http.errors import BadRequest, NotFound
 
 
@@ -75,6 +75,27 @@ def test_front_controller_takes_what_matches_no_file(root: Path) -> None:
     assert found.path_info == ""
     found = script(selector(root, front_controller="/index.php").select("/app.php.bak"))
     assert found.name == "/index.php"
+
+
+def test_a_remembered_path_still_asks_the_file_system(root: Path) -> None:
+    # The walk of a path is remembered; what the tree holds is not: each request stats again.
+    chooser = selector(root, front_controller="/index.php")
+    assert script(chooser.select("/new.php/x")).name == "/index.php"  # nothing there yet
+    (root / "new.php").write_text("x")
+    found = script(chooser.select("/new.php/x"))
+    assert found.name == "/new.php" and found.path_info == "/x"
+    (root / "new.php").unlink()
+    (root / "new.php").mkdir()
+    assert script(chooser.select("/new.php/x")).name == "/index.php"  # a directory, no x in it
+    (root / "new.php" / "x").write_text("x")
+    assert chooser.select("/new.php/x") is STATIC  # a plain file under a directory named .php
+
+
+def test_remembered_walks_are_bounded(root: Path) -> None:
+    chooser = selector(root, front_controller="/index.php")
+    for number in range(PATH_CACHE + 10):
+        chooser.select(f"/post-{number}/")
+    assert len(chooser._walks) <= PATH_CACHE
 
 
 def test_dotfiles_and_links(root: Path, tmp_path: Path) -> None:
