@@ -157,31 +157,63 @@ def build_environ(
     those octets; values derived from the decoded path are text, encoded as UTF-8.
     """
     env = dict(fixed)
+    env.update(connection_environ(request.conn))
+    env.update(script_environ(script, path_translated))
+    env.update(request_environ(request, server))
+    return env
+
+
+def connection_environ(conn: ConnectionInfo | None) -> dict[bytes, bytes]:
+    """The meta-variables that every request of one connection shares, worked out at its first
+    script request (do not change the dict)."""
+    if conn is None:
+        return {b"REMOTE_ADDR": b"", b"REMOTE_HOST": b""}
+    env = conn.cgi_variables
+    if env is not None:
+        return env
+    remote_addr = conn.remote_addr.encode()
+    env = conn.cgi_variables = {
+        b"REMOTE_ADDR": remote_addr,
+        b"REMOTE_HOST": remote_addr,  # §4.1.9: the address stands in for a name never looked up
+        b"REMOTE_PORT": str(conn.remote_port).encode(),
+        b"SERVER_ADDR": conn.server_addr.encode(),
+        b"REQUEST_SCHEME": conn.scheme.encode(),
+    }
+    for name, value in conn.tls_variables.items():  # HTTPS=on, SSL_PROTOCOL, SSL_CLIENT_*...
+        env[name.encode()] = value.encode("latin-1", "replace")
+    return env
+
+
+def script_environ(script: Script, path_translated: str | None) -> dict[bytes, bytes]:
+    """The meta-variables that name the script and the rest of the path."""
+    env = {
+        b"PATH_INFO": os.fsencode(script.path_info),  # §4.1.5: decoded, not URL-encoded
+        b"SCRIPT_NAME": os.fsencode(script.name),
+        b"SCRIPT_FILENAME": os.fsencode(script.filename),
+    }
+    if path_translated is not None and script.path_info:
+        env[b"PATH_TRANSLATED"] = os.fsencode(path_translated)  # §4.1.6: only with a PATH_INFO
+    return env
+
+
+def request_environ(request: Request, server: ServerFacts) -> dict[bytes, bytes]:
+    """The meta-variables of the request itself: its line, its headers, the server it named."""
     conn = request.conn
     server_name, host_port = split_host(request.host)
     if request.site is not None:  # a virtual host: its own name, never a Host it merely caught
         server_name = request.site.server_name(server_name)
+    server_port = host_port
     if conn is not None:
-        variables = conn.cgi_variables
-        if variables is None:  # the connection's first script request
-            variables = conn.cgi_variables = connection_variables(conn)
-        env.update(variables)
         server_port = conn.server_port or host_port
         server_name = server_name or _bracket(conn.server_addr)
-    else:
-        env[b"REMOTE_ADDR"] = env[b"REMOTE_HOST"] = b""
-        server_port = host_port
-    env[b"SERVER_NAME"] = (server_name or "localhost").encode("latin-1", "replace")
-    env[b"SERVER_PORT"] = str(server_port or 80).encode()
-    env[b"SERVER_PROTOCOL"] = request.version.encode()
-    env[b"REQUEST_METHOD"] = request.method.encode("latin-1", "replace")
-    env[b"QUERY_STRING"] = request.query.encode("latin-1", "replace")  # §4.1.7: still URL-encoded
-    env[b"REQUEST_URI"] = request.target.encode("latin-1", "replace")  # customary: the raw target
-    env[b"PATH_INFO"] = os.fsencode(script.path_info)  # §4.1.5: decoded, not URL-encoded
-    env[b"SCRIPT_NAME"] = os.fsencode(script.name)
-    env[b"SCRIPT_FILENAME"] = os.fsencode(script.filename)
-    if path_translated is not None and script.path_info:
-        env[b"PATH_TRANSLATED"] = os.fsencode(path_translated)  # §4.1.6: only with a PATH_INFO
+    env = {
+        b"SERVER_NAME": (server_name or "localhost").encode("latin-1", "replace"),
+        b"SERVER_PORT": str(server_port or 80).encode(),
+        b"SERVER_PROTOCOL": request.version.encode(),
+        b"REQUEST_METHOD": request.method.encode("latin-1", "replace"),
+        b"QUERY_STRING": request.query.encode("latin-1", "replace"),  # §4.1.7: still URL-encoded
+        b"REQUEST_URI": request.target.encode("latin-1", "replace"),  # customary: the raw target
+    }
     if request.content_length is not None or request.chunked:
         env[b"CONTENT_LENGTH"] = str(request.body_length).encode()  # §4.1.2: the de-chunked length
     headers = request.headers
@@ -198,21 +230,6 @@ def build_environ(
     env.update(header_variables(headers, server.underscore_headers))
     if "REMOTE_USER" in extra:  # the server checked the password: it stays with the server
         env.pop(b"HTTP_AUTHORIZATION", None)
-    return env
-
-
-def connection_variables(conn: ConnectionInfo) -> dict[bytes, bytes]:
-    """The meta-variables that every request of one connection shares."""
-    remote_addr = conn.remote_addr.encode()
-    env = {
-        b"REMOTE_ADDR": remote_addr,
-        b"REMOTE_HOST": remote_addr,  # §4.1.9: the address stands in for a name never looked up
-        b"REMOTE_PORT": str(conn.remote_port).encode(),
-        b"SERVER_ADDR": conn.server_addr.encode(),
-        b"REQUEST_SCHEME": conn.scheme.encode(),
-    }
-    for name, value in conn.tls_variables.items():  # HTTPS=on, SSL_PROTOCOL, SSL_CLIENT_*...
-        env[name.encode()] = value.encode("latin-1", "replace")
     return env
 
 

@@ -37,12 +37,19 @@ import stat
 from typing import NamedTuple
 
 from forkd.config import FastCgiConfig
-from forkd.handlers.cgi_env import Script, ServerFacts, build_environ, fixed_environment
+from forkd.handlers.cgi_env import (
+    Script,
+    ServerFacts,
+    connection_environ,
+    fixed_environment,
+    request_environ,
+    script_environ,
+)
 from forkd.handlers.fastcgi_records import encode_pairs
 from forkd.handlers.fastcgi_records import params as params_stream
 from forkd.handlers.paths import hidden, inside, normalize, strip_prefix
 from forkd.http.errors import BadRequest, Forbidden, NotFound
-from forkd.http.request import Request
+from forkd.http.request import ConnectionInfo, Request
 
 PATH_CACHE = 4096  # request paths whose walk is remembered per route (the file system is asked
 # each time: only the strings and Script objects are kept)
@@ -163,9 +170,11 @@ def _mode(path: str) -> tuple[int | None, bool]:
 class Params:
     """The FastCGI params of a request (see the module docstring); built once per worker.
 
-    The params that are the same for every request (the operator's `params`, which forkd.config
-    keeps clear of the request's names, and GATEWAY_INTERFACE, SERVER_SOFTWARE, DOCUMENT_ROOT,
-    REDIRECT_STATUS) are encoded once; each request adds its own.
+    They come in four groups, each encoded as soon as it is known, so that a request encodes only
+    its own: the fixed ones once per route (the operator's `params`, which forkd.config keeps clear
+    of the request's names, and GATEWAY_INTERFACE, SERVER_SOFTWARE, DOCUMENT_ROOT,
+    REDIRECT_STATUS), the connection's once per connection, the script's once per script
+    (remembered, bounded), then the request's.
     """
 
     def __init__(self, settings: FastCgiConfig, software: str, root_real: str) -> None:
@@ -175,17 +184,41 @@ class Params:
         self.fixed = fixed_environment(operator, self.facts)
         self.fixed_encoded = encode_pairs(self.fixed.items())
         self.pass_authorization = settings.pass_authorization
-
-    def of(self, request: Request, script: Script) -> dict[bytes, bytes]:
-        """The request's own params (without the fixed ones)."""
-        root = self.facts.document_root.rstrip("/")
-        translated = root + script.path_info if script.path_info else None
-        params = build_environ(request, script, {}, self.facts, translated)
-        params[b"DOCUMENT_URI"] = os.fsencode(script.name + script.path_info)
-        if not self.pass_authorization:
-            params.pop(b"HTTP_AUTHORIZATION", None)
-        return params
+        self._scripts: dict[Script, bytes] = {}  # script -> its params, encoded
 
     def record(self, request_id: int, request: Request, script: Script) -> bytes:
-        """The whole PARAMS stream of a request: the fixed params, then the request's."""
-        return params_stream(request_id, self.of(request, script).items(), self.fixed_encoded)
+        """The whole PARAMS stream of a request."""
+        variables = request_environ(request, self.facts)
+        if not self.pass_authorization:
+            variables.pop(b"HTTP_AUTHORIZATION", None)
+        if request.extra:
+            # REDIRECT_STATUS after a local redirect, AUTH_TYPE after basic auth: the request's
+            # value replaces the fixed one (one pair per name), so nothing is encoded ahead.
+            pairs = {**self.fixed, **connection_environ(request.conn),
+                     **self._script_environ(script), **variables}
+            return params_stream(request_id, pairs.items())
+        encoded = self.fixed_encoded + self._connection(request.conn) + self._script(script)
+        return params_stream(request_id, variables.items(), encoded)
+
+    def _connection(self, conn: ConnectionInfo | None) -> bytes:
+        if conn is None:
+            return encode_pairs(connection_environ(conn).items())
+        if conn.fastcgi_params is None:
+            conn.fastcgi_params = encode_pairs(connection_environ(conn).items())
+        return conn.fastcgi_params
+
+    def _script(self, script: Script) -> bytes:
+        encoded = self._scripts.get(script)
+        if encoded is None:
+            encoded = encode_pairs(self._script_environ(script).items())
+            if len(self._scripts) >= PATH_CACHE:
+                self._scripts.clear()
+            self._scripts[script] = encoded
+        return encoded
+
+    def _script_environ(self, script: Script) -> dict[bytes, bytes]:
+        root = self.facts.document_root.rstrip("/")
+        translated = root + script.path_info if script.path_info else None
+        env = script_environ(script, translated)
+        env[b"DOCUMENT_URI"] = os.fsencode(script.name + script.path_info)
+        return env

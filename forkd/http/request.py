@@ -22,9 +22,11 @@ class ConnectionInfo:
     peer_addr: str = ""
     trusted_peer: bool = False
     # The CGI meta-variables of the connection (forkd.handlers.cgi_env), worked out at its first
-    # script request. Not copied by dataclasses.replace: a copy names another client.
+    # script request, and the same encoded as FastCGI params (forkd.handlers.fastcgi_script).
+    # Not copied by dataclasses.replace: a copy names another client.
     cgi_variables: dict[bytes, bytes] | None = field(default=None, init=False, repr=False,
                                                      compare=False)
+    fastcgi_params: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(slots=True)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 from forkd.config import FastCgiConfig
+from forkd.handlers import fastcgi_records as fcgi
 from forkd.handlers.cgi_env import Script
-from forkd.handlers.fastcgi_script import PATH_CACHE, STATIC, Selector
+from forkd.handlers.fastcgi_script import PATH_CACHE, STATIC, Params, Selector
 from forkd.http.errors import BadRequest, NotFound
+from forkd.http.request import ConnectionInfo, Request
 
 
 @pytest.fixture
@@ -112,3 +115,41 @@ def test_dotfiles_and_links(root: Path, tmp_path: Path) -> None:
         selector(root).select("/source.txt")
     os.symlink(root / "blog", root / "journal")
     assert script(selector(root).select("/journal/")).filename == f"{root}/journal/index.php"
+
+
+# -- params: four groups encoded apart, one pair per name --------------------------------------
+
+
+def params_of(record_stream: bytes) -> list[tuple[bytes, bytes]]:
+    """The name-value pairs of a whole PARAMS stream (its records, then the pairs)."""
+    records = fcgi.RecordReader().feed(record_stream)
+    assert [record.type for record in records][-1] == fcgi.PARAMS and not records[-1].content
+    return fcgi.decode_pairs(b"".join(record.content for record in records))
+
+
+def test_params_name_every_variable_once(root: Path) -> None:
+    settings = FastCgiConfig(connect="unix:/x", root=root, params={"APP_ENV": "prod"})
+    params = Params(settings, "forkd/test", str(root))
+    script_found = script(selector(root).select("/app.php/a/b"))
+    conn = ConnectionInfo("10.0.0.7", 40123, "10.0.0.1", 8443, scheme="https",
+                          tls_variables={"HTTPS": "on", "SSL_PROTOCOL": "TLSv1.3"})
+    plain = Request(method="GET", target="/app.php/a/b?x=1", path="/app.php/a/b", query="x=1",
+                    version="HTTP/1.1", headers={"host": "example.org", "authorization": "Basic x"},
+                    host="example.org", keep_alive=True, conn=conn)
+    redirected = dataclasses.replace(plain, extra={"REDIRECT_STATUS": "404",
+                                                   "REDIRECT_URL": "/gone"})
+    for request in (plain, redirected, plain):  # the third: the connection's pairs remembered
+        pairs = params_of(params.record(1, request, script_found))
+        names = [name for name, _value in pairs]
+        assert len(names) == len(set(names)), names
+        found = dict(pairs)
+        assert found[b"SCRIPT_FILENAME"] == f"{root}/app.php".encode()
+        assert found[b"PATH_INFO"] == b"/a/b" and found[b"DOCUMENT_URI"] == b"/app.php/a/b"
+        assert found[b"PATH_TRANSLATED"] == f"{root}/a/b".encode()
+        assert found[b"REMOTE_ADDR"] == b"10.0.0.7" and found[b"REMOTE_PORT"] == b"40123"
+        assert found[b"HTTPS"] == b"on" and found[b"REQUEST_SCHEME"] == b"https"
+        assert found[b"QUERY_STRING"] == b"x=1" and found[b"SERVER_PORT"] == b"8443"
+        assert found[b"APP_ENV"] == b"prod" and found[b"GATEWAY_INTERFACE"] == b"CGI/1.1"
+        assert b"HTTP_AUTHORIZATION" not in found  # pass_authorization is off
+        assert found[b"REDIRECT_STATUS"] == (b"404" if request.extra else b"200")
+        assert (b"REDIRECT_URL" in found) == bool(request.extra)
