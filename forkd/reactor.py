@@ -63,10 +63,10 @@ class Reactor:
     def modify(self, fd: int, events: int) -> None:
         self.epoll.modify(fd, events)
 
-    def rebind(self, fd: int, events: int, watcher: Watcher) -> None:
-        """Give a watched `fd` to another watcher (a kept connection changing hands)."""
+    def rebind(self, fd: int, watcher: Watcher) -> None:
+        """Give a watched `fd` to another watcher (a kept connection changing hands); its events
+        stay as they are until modified."""
         self.watchers[fd] = watcher
-        self.epoll.modify(fd, events)
 
     def unwatch(self, fd: int) -> None:
         """Forget `fd`; call before closing it (a closed descriptor may be reused at once)."""

@@ -36,9 +36,10 @@ connections per worker, one request at a time each, and the others wait in line 
     connection goes back to its pool instead, but only after a clean END_REQUEST with nothing
     left unread or unsent.
 
-The socket is registered EPOLLONESHOT and re-armed with what the exchange wants next (input while
-it reads, output while it has something to write): a peer that hung up is then reported once, not
-in a loop, while the exchange waits for the client to take the body.
+The socket is registered for what the exchange wants next (input while it reads, output while it
+has something to write), changed only when that changes. While it does not read (the client is
+slow to take the body) the registration is EPOLLONESHOT: a peer that hung up is then reported
+once, not in a loop, and the socket re-armed when the exchange reads again.
 """
 
 from __future__ import annotations
@@ -265,8 +266,9 @@ class FastCgiExchange:
         if error is not None:
             self._fail(error, now)
 
-    def attach(self, sock: socket.socket, now: float) -> bool:
-        """Send this request on a kept connection; False (socket closed) if php-fpm closed it."""
+    def attach(self, sock: socket.socket, armed: int, now: float) -> bool:
+        """Send this request on a kept connection registered for `armed` events; False (socket
+        closed) if php-fpm closed it."""
         try:
             sent = sock.send(self.pending)
         except (BlockingIOError, InterruptedError):
@@ -282,8 +284,9 @@ class FastCgiExchange:
         self.phase = HEADER
         if self.pending or not self.input_done:
             self._send(now)
-        self.armed = self._wanted()
-        self.handler.reactor.rebind(self.fd, self.armed, self)
+        self.handler.reactor.rebind(self.fd, self)
+        self.armed = armed
+        self._arm()  # no epoll_ctl when it wants what the connection's last owner wanted
         return True
 
     def _set_deadline(self, now: float) -> None:
@@ -306,7 +309,8 @@ class FastCgiExchange:
 
     # -- events ----------------------------------------------------------------------------------
     def on_event(self, fd: int, mask: int, now: float) -> None:
-        self.armed = DISARMED  # one-shot: this report disarmed the registration
+        if self.armed & EPOLLONESHOT:
+            self.armed = DISARMED  # this report disarmed the registration
         if self.closed:
             return
         if self.phase == CONNECTING:
@@ -340,11 +344,15 @@ class FastCgiExchange:
         self._fail(FastCgiTimeout(f"no answer within {self.timeout:g}s"), now)
 
     def _wanted(self) -> int:
-        mask = EPOLLONESHOT
+        mask = 0
         if self.phase == CONNECTING or self.pending or not self.input_done:
             mask |= EPOLLOUT
         if self.phase in (HEADER, GATHER) or self.waiting:
             mask |= EPOLLIN
+        if not mask & EPOLLIN:
+            # Not reading (the client is slow to take the body): a hang-up, which epoll reports
+            # whatever the mask, must come once, not on every turn of the loop.
+            mask |= EPOLLONESHOT
         return mask
 
     def _arm(self) -> None:
@@ -624,7 +632,7 @@ class FastCgiExchange:
         if sock is not None:
             if self.reusable:
                 assert pool is not None
-                pool.give_back(sock, time.monotonic())
+                pool.give_back(sock, self.armed, time.monotonic())
                 return
             self.handler.reactor.unwatch(self.fd)
             sock.close()

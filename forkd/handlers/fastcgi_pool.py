@@ -19,7 +19,9 @@ hold. With `workers x N` at most the pool's `pm.max_children`, every connection 
 - give back: a connection whose request ended cleanly goes to the first waiting request, or idles.
   Any other end closes it, and the first waiting request gets a new one.
 - idle connections stay registered with the reactor, with the pool as their watcher: php-fpm
-  closing one (pm.max_requests, a reload) removes it at once. One idle for IDLE_SECONDS is closed
+  closing one (pm.max_requests, a reload) removes it at once. A connection changes hands with its
+  registration as it is (`armed`): an exchange reading its answer wants what the pool wants of an
+  idle connection, so most hand-overs cost no epoll_ctl. One idle for IDLE_SECONDS is closed
   so that its child can serve others, and a retiring worker keeps none.
 
 A kept connection that php-fpm closes just as it is taken is the exchange's to notice: EPIPE on
@@ -33,17 +35,18 @@ import socket
 from collections import deque
 from typing import Protocol
 
-from forkd.reactor import EPOLLIN, EPOLLONESHOT, EPOLLRDHUP, Reactor, Timer
+from forkd.reactor import EPOLLIN, Reactor, Timer
 
 IDLE_SECONDS = 5.0  # an idle kept connection is closed after this long
-IDLE_EVENTS = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT  # anything from php-fpm on an idle connection
+IDLE_EVENTS = EPOLLIN  # anything from php-fpm on an idle connection (its end included)
 
 
 class Taker(Protocol):
     """A request that needs a connection (forkd.handlers.fastcgi.FastCgiExchange)."""
 
-    def attach(self, sock: socket.socket, now: float) -> bool:
-        """Send the request on this kept connection; False (socket closed) if php-fpm closed it."""
+    def attach(self, sock: socket.socket, armed: int, now: float) -> bool:
+        """Send the request on this kept connection, registered for `armed` events; False (socket
+        closed) if php-fpm closed it."""
 
     def connect(self, now: float) -> None:
         """Open a new connection for the request (a failure is answered by the request itself)."""
@@ -66,7 +69,7 @@ class ConnectionPool:
         idle = self.idle
         while idle:
             sock = idle.pop()[0]
-            if taker.attach(sock, now):
+            if taker.attach(sock, IDLE_EVENTS, now):
                 return True
             self.count -= 1  # php-fpm had closed it; attach closed our end
         if self.count < self.size:
@@ -83,10 +86,11 @@ class ConnectionPool:
         except ValueError:
             pass
 
-    def give_back(self, sock: socket.socket, now: float) -> None:
-        """A connection whose request ended cleanly: to the next request, or to the idle list."""
+    def give_back(self, sock: socket.socket, armed: int, now: float) -> None:
+        """A connection whose request ended cleanly, registered for `armed` events: to the next
+        request, or to the idle list."""
         if self.waiting:
-            if self.waiting[0].attach(sock, now):
+            if self.waiting[0].attach(sock, armed, now):
                 self.waiting.popleft()
             else:
                 self.lost(now)  # the first in line gets a new connection instead
@@ -95,7 +99,9 @@ class ConnectionPool:
             self._close(sock)
             return
         self.idle.append((sock, now))
-        self.reactor.rebind(sock.fileno(), IDLE_EVENTS, self)
+        self.reactor.rebind(sock.fileno(), self)
+        if armed != IDLE_EVENTS:
+            self.reactor.modify(sock.fileno(), IDLE_EVENTS)
         if self.sweep is None:
             self.sweep = self.reactor.call_at(now + IDLE_SECONDS, self._sweep)
 
