@@ -198,10 +198,27 @@ def take_head(buffer: bytearray, data: bytes) -> LocalRedirect | Document | None
         return None
     head = bytes(buffer[: end[0]])
     del buffer[: end[1]]
-    try:
-        return classify(parse(head))
-    except MalformedOutput as exc:
-        raise MalformedOutput(f"malformed header block: {exc.detail}") from None
+    known = _OUTCOMES.get(head)
+    if known is None:
+        try:
+            known = classify(parse(head))
+        except MalformedOutput as exc:
+            raise MalformedOutput(f"malformed header block: {exc.detail}") from None
+        if len(head) <= _LONGEST_REMEMBERED:
+            if len(_OUTCOMES) >= _MAX_OUTCOMES:
+                _OUTCOMES.clear()
+            _OUTCOMES[head] = known
+    if isinstance(known, Document):
+        return Document(known.status, list(known.fields), known.length)  # the caller's own copy
+    return known
+
+
+# Header blocks seen lately and what they say: a script tends to send the same block again and
+# again (the same Content-Type, the same X-Powered-By), and parsing it is the costliest part of
+# reading its answer. Bounded in count and size; a block that breaks the rules is never kept.
+_OUTCOMES: dict[bytes, LocalRedirect | Document] = {}
+_MAX_OUTCOMES = 256
+_LONGEST_REMEMBERED = 1024
 
 
 def whole_body(document: Document, output: bytearray) -> bytes:

@@ -138,6 +138,25 @@ def test_known_names_are_bounded() -> None:
     assert len(cgi_output._NAMES) <= cgi_output._MAX_NAMES
 
 
+def test_a_remembered_block_gives_each_caller_its_own_fields() -> None:
+    output = b"Content-Type: text/plain\nX-Kept: 1\n\nbody"
+    first = take_head(bytearray(), output)
+    assert isinstance(first, Document)
+    first.fields.append(("X-Added", "by a caller"))
+    again = take_head(bytearray(), output)
+    assert isinstance(again, Document)
+    assert again.fields == [("Content-Type", "text/plain"), ("X-Kept", "1")]
+
+
+def test_remembered_blocks_are_bounded() -> None:
+    for number in range(cgi_output._MAX_OUTCOMES + 20):
+        outcome = take_head(bytearray(), b"Content-Type: text/plain\nX-N: %d\n\n" % number)
+        assert isinstance(outcome, Document) and outcome.fields[-1] == ("X-N", str(number))
+    assert len(cgi_output._OUTCOMES) <= cgi_output._MAX_OUTCOMES
+    take_head(bytearray(), b"Content-Type: text/plain\nX-Long: " + b"x" * 2000 + b"\n\n")
+    assert all(len(head) <= cgi_output._LONGEST_REMEMBERED for head in cgi_output._OUTCOMES)
+
+
 def test_classify_document_defaults_to_200() -> None:
     outcome = classify(parse(b"Content-Type: text/plain\nContent-Length: 5\n"))
     assert outcome == Document(200, [("Content-Type", "text/plain")], 5)
