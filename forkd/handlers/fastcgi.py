@@ -444,17 +444,16 @@ class FastCgiExchange:
         except fcgi.ProtocolError as exc:
             self._broken_protocol(str(exc), now)
             return False
-        for record in records:
-            if record.request_id != REQUEST_ID:
+        for kind, request_id, content in records:
+            if request_id != REQUEST_ID:
                 continue  # management records (id 0) are answers to questions never asked
-            kind = record.type
             if kind == fcgi.STDOUT:
-                if record.content:  # an empty STDOUT record ends the stream, not the request
-                    self._stdout(record.content, now)
+                if content:  # an empty STDOUT record ends the stream, not the request
+                    self._stdout(content, now)
             elif kind == fcgi.STDERR:
-                self._stderr(record.content)
+                self._stderr(content)
             elif kind == fcgi.END_REQUEST:
-                self._end_request(record.content, now)
+                self._end_request(content, now)
             if self.closed:
                 return False
         return True
@@ -586,14 +585,14 @@ class FastCgiExchange:
             except fcgi.ProtocolError as exc:
                 self._cut(str(exc))
                 continue
-            for record in records:
-                if record.request_id != REQUEST_ID:
+            for kind, request_id, content in records:
+                if request_id != REQUEST_ID:
                     continue
-                if record.type == fcgi.STDOUT:
-                    self.output += record.content
-                elif record.type == fcgi.STDERR:
-                    self._stderr(record.content)
-                elif record.type == fcgi.END_REQUEST:
+                if kind == fcgi.STDOUT:
+                    self.output += content
+                elif kind == fcgi.STDERR:
+                    self._stderr(content)
+                elif kind == fcgi.END_REQUEST:
                     self.output_done = True
                     self._check_reusable()
 

@@ -42,23 +42,23 @@ def test_a_long_stream_is_cut_into_records_and_reassembled() -> None:
         step = rng.randint(1, 9000)
         records += reader.feed(encoded[position:position + step])
         position += step
-    assert all(r.type == fcgi.STDOUT and r.request_id == 3 for r in records)
-    assert b"".join(r.content for r in records) == data
-    assert records[-1].content == b"" and reader.pending == 0
-    assert all(len(r.content) <= fcgi.MAX_CONTENT for r in records)
+    assert all(kind == fcgi.STDOUT and request_id == 3 for kind, request_id, _ in records)
+    assert b"".join(content for _, _, content in records) == data
+    assert records[-1][2] == b"" and reader.pending == 0
+    assert all(len(content) <= fcgi.MAX_CONTENT for _, _, content in records)
 
 
 def test_params_stream_ends_with_an_empty_record() -> None:
     encoded = fcgi.params(1, [(b"A", b"B")])
     records = fcgi.RecordReader().feed(encoded)
-    assert [r.type for r in records] == [fcgi.PARAMS, fcgi.PARAMS]
-    assert fcgi.decode_pairs(records[0].content) == [(b"A", b"B")] and records[1].content == b""
+    assert [kind for kind, _, _ in records] == [fcgi.PARAMS, fcgi.PARAMS]
+    assert fcgi.decode_pairs(records[0][2]) == [(b"A", b"B")] and records[1][2] == b""
 
 
 def test_end_request_is_decoded() -> None:
     content = b"\x00\x00\x00\x02\x02\x00\x00\x00"
     (record,) = fcgi.RecordReader().feed(fcgi.record(fcgi.END_REQUEST, 1, content))
-    assert fcgi.end_request_status(record.content) == (2, fcgi.OVERLOADED)
+    assert fcgi.end_request_status(record[2]) == (2, fcgi.OVERLOADED)
     with pytest.raises(fcgi.ProtocolError):
         fcgi.end_request_status(b"\x00")
 

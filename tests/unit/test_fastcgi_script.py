@@ -123,8 +123,8 @@ def test_dotfiles_and_links(root: Path, tmp_path: Path) -> None:
 def params_of(record_stream: bytes) -> list[tuple[bytes, bytes]]:
     """The name-value pairs of a whole PARAMS stream (its records, then the pairs)."""
     records = fcgi.RecordReader().feed(record_stream)
-    assert [record.type for record in records][-1] == fcgi.PARAMS and not records[-1].content
-    return fcgi.decode_pairs(b"".join(record.content for record in records))
+    assert records[-1] == (fcgi.PARAMS, 1, b"")
+    return fcgi.decode_pairs(b"".join(content for _kind, _id, content in records))
 
 
 def test_params_name_every_variable_once(root: Path) -> None:
