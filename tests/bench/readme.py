@@ -123,14 +123,18 @@ def php_section(data: dict) -> list[str]:
     nginx, plain = hello["nginx + php-fpm"]["rps"], hello["forkd fastcgi"]["rps"]
     kept, cgi = hello["forkd fastcgi, connections 2"]["rps"], hello["forkd php-cgi"]["rps"]
     static = data["isolation"]["static"]
+    kept_row, nginx_row = hello["forkd fastcgi, connections 2"], hello["nginx + php-fpm"]
     lines += ["", (
         f"forkd is at {plain / nginx:.2f}× nginx with a connection per request and "
         f"{kept / nginx:.2f}× with kept connections; the fastcgi route does "
-        f"{plain / max(cgi, 1):.0f}× forkd's own php-cgi route. The gap is the worker's CPU per "
-        "request: parsing, the FastCGI params and records, and above all the system calls and "
-        "wake-ups of a Python process (perf: about half of a worker's time is in the kernel, most "
-        "of it switching between processes). php-fpm's children spend more per request behind "
-        "forkd than behind nginx because they share the cores with busier workers. nginx keeping "
+        f"{plain / max(cgi, 1):.0f}× forkd's own php-cgi route. The gap is the worker's own CPU "
+        f"per request ({kept_row['server_cpu_us']:.0f} µs with kept connections against nginx's "
+        f"{nginx_row['server_cpu_us']:.0f}), and in it the Python interpreter: a worker makes the "
+        "same system calls as nginx (a receive and a send on each side, a stat of the script), "
+        "and its system time per request is about nginx's, but its user time is several times "
+        "nginx's. What forkd does not repeat per request: a path's walk (only the stat calls), "
+        "the params of the connection and of the script, a header block already seen, and, "
+        "with kept connections, the epoll_ctl of a connection changing hands. nginx keeping "
         "connections shows the hazard `connections` avoids: its idle kept connections hold every "
         "child of the pool, and requests on new connections wait behind them (its p99). One forkd "
         "worker serving a `sleep(1)` page to 4 clients keeps a static file's p99 at "
