@@ -1,13 +1,14 @@
 """PHP through php-fpm: forkd's fastcgi route beside nginx + php-fpm, on identical pools, in one run.
 
-    python3 -m tests.bench.php            # ~2 minutes: tests/bench/results/php.{md,json}
+    python3 -m tests.bench.php            # ~2.5 minutes: tests/bench/results/php.{md,json}
 
 Each server has its own php-fpm pool, all alike (pm static, 4 children, a unix socket): a server
 keeping FastCGI connections holds every child of its pool, so two such servers cannot share one.
-Each server has 2 workers and no access log. Two open one FastCGI connection per request
+Four servers have 2 workers, none an access log. Two open one FastCGI connection per request
 (nginx's default without `fastcgi_keep_conn`, forkd's `connections: 0`); two keep connections
 (nginx with `fastcgi_keep_conn on` and an upstream `keepalive 2`; forkd with `connections: 2`).
-wrk -t2 -c50 drives `hello.php` on each, interleaved and
+Two more have ONE worker each, which on two shared cores serves PHP faster: nginx opening a
+connection per request, forkd keeping 4. wrk -t2 -c50 drives `hello.php` on each, interleaved and
 repeated (medians), plus forkd's own php-cgi route for the process-per-request baseline, and
 wrk -t1 -c1 drives each server alone (per-request latency without queueing). Every row also gives
 the CPU time the server's workers and php-fpm's children spent per request. Then the
@@ -40,13 +41,14 @@ from tests.support.php_fpm import PhpFpm, php_fpm_program
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROWS = ("nginx + php-fpm", "nginx + php-fpm, keepalive 2", "forkd fastcgi",
-        "forkd fastcgi, connections 2", "forkd php-cgi", "nginx + php-fpm, 1 connection",
+        "forkd fastcgi, connections 2", "forkd php-cgi", "nginx + php-fpm, 1 worker",
+        "forkd fastcgi, 1 worker, connections 4", "nginx + php-fpm, 1 connection",
         "nginx + php-fpm, keepalive 2, 1 connection", "forkd fastcgi, 1 connection",
         "forkd fastcgi, connections 2, 1 connection")
 HELLO = '<?php\nheader("Content-Type: text/plain");\necho "Hello, world\\n";\n'
 NGINX_CONF = """\
 daemon off;
-worker_processes 2;
+worker_processes {workers};
 user root root;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
@@ -126,14 +128,14 @@ def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def nginx(work: Path, docroot: Path, socket: Path, keep: bool = False) -> Server:
+def nginx(work: Path, docroot: Path, socket: Path, keep: bool = False, workers: int = 2) -> Server:
     """nginx + php-fpm; with `keep`, FastCGI connections kept (an upstream with keepalive 2)."""
-    directory = work / ("nginx-keep" if keep else "nginx")
+    directory = work / f"nginx-{workers}{'-keep' if keep else ''}"
     (directory / "tmp").mkdir(parents=True)
     port = free_port()
     conf = directory / "nginx.conf"
     conf.write_text(NGINX_CONF.format(
-        dir=directory, port=port, docroot=docroot, socket=socket,
+        dir=directory, port=port, docroot=docroot, socket=socket, workers=workers,
         upstream="php" if keep else f"unix:{socket}",
         keep="\n            fastcgi_keep_conn on;" if keep else ""))
     return Server("nginx + php-fpm", ["nginx", "-e", str(directory / "error.log"), "-p",
@@ -192,14 +194,18 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
     (docroot / "hello.php").write_text(HELLO)
     (docroot / "sleep.php").write_text("<?php\nsleep(1);\necho \"slept\\n\";\n")
     (docroot / "1k.txt").write_bytes(b"x" * 1024)
-    pools = [PhpFpm(work / f"fpm{number}", children=4, backlog=2048) for number in range(4)]
+    pools = [PhpFpm(work / f"fpm{number}", children=4, backlog=2048) for number in range(6)]
     wrk = Wrk(work, threads=2, timeout=5)
     single = Wrk(work, threads=1, timeout=5)  # one connection: per-request latency, no queueing
-    # Kept FastCGI connections: 2 per worker, 2 workers each, the pool's 4 children.
+    # Kept FastCGI connections: 2 per worker, 2 workers each, the pool's 4 children. On two
+    # cores one worker each may do better (the workers, php-fpm and wrk share them): one forkd
+    # worker keeps 4 connections, one nginx worker opens one per request.
     servers = [nginx(work, docroot, pools[0].socket),
                nginx(work, docroot, pools[1].socket, keep=True),
                forkd(work, docroot, pools[2].socket, 2, "forkd"),
-               forkd(work, docroot, pools[3].socket, 2, "forkd-kept", kept=2)]
+               forkd(work, docroot, pools[3].socket, 2, "forkd-kept", kept=2),
+               nginx(work, docroot, pools[4].socket, workers=1),
+               forkd(work, docroot, pools[5].socket, 1, "forkd-1-kept", kept=4)]
     pool_of = {id(server): pool for server, pool in zip(servers, pools)}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in ROWS}
     try:
@@ -207,7 +213,7 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
             pool.start()
         for server in servers:
             server.start()
-        ngx, ngx_kept, fkd, fkd_kept = servers
+        ngx, ngx_kept, fkd, fkd_kept, ngx_one, fkd_one = servers
         for _ in range(repeats):  # interleaved, so a noisy neighbour hits every row alike
             for name, server, path, driver, connections in (
                     ("nginx + php-fpm", ngx, "/hello.php", wrk, 50),
@@ -215,6 +221,8 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
                     ("forkd fastcgi", fkd, "/hello.php", wrk, 50),
                     ("forkd fastcgi, connections 2", fkd_kept, "/hello.php", wrk, 50),
                     ("forkd php-cgi", fkd, "/cgi/hello.php", wrk, 50),
+                    ("nginx + php-fpm, 1 worker", ngx_one, "/hello.php", wrk, 50),
+                    ("forkd fastcgi, 1 worker, connections 4", fkd_one, "/hello.php", wrk, 50),
                     ("nginx + php-fpm, 1 connection", ngx, "/hello.php", single, 1),
                     ("nginx + php-fpm, keepalive 2, 1 connection", ngx_kept, "/hello.php",
                      single, 1),
@@ -272,6 +280,15 @@ def one(hello: dict[str, dict[str, float]], server: str) -> dict[str, float]:
     return {"rps": float("nan")}
 
 
+def one_worker_each(hello: dict[str, dict[str, float]]) -> str:
+    """The ratio of the one-worker rows (nothing in results written before they existed)."""
+    forkd_one = hello.get("forkd fastcgi, 1 worker, connections 4")
+    nginx_one = hello.get("nginx + php-fpm, 1 worker")
+    if forkd_one is None or nginx_one is None:
+        return ""
+    return f"; one worker each: **{forkd_one['rps'] / nginx_one['rps']:.2f}**"
+
+
 def report(data: dict[str, Any]) -> str:
     hello = data["hello"]
     ngx, fkd, cgi = hello["nginx + php-fpm"], hello["forkd fastcgi"], hello["forkd php-cgi"]
@@ -303,7 +320,8 @@ def report(data: dict[str, Any]) -> str:
         (f"forkd fastcgi ÷ nginx + php-fpm: **{fkd['rps'] / ngx['rps']:.2f}**, with "
          f"connections 2: **{kept['rps'] / ngx['rps']:.2f}**; "
          f"forkd fastcgi ÷ forkd php-cgi: **{fkd['rps'] / max(cgi['rps'], 1):.1f}**; "
-         f"one connection: **{one(hello, 'forkd')['rps'] / one(hello, 'nginx')['rps']:.2f}**."),
+         f"one connection: **{one(hello, 'forkd')['rps'] / one(hello, 'nginx')['rps']:.2f}**"
+         f"{one_worker_each(hello)}."),
         "",
         ("keepalive 2: nginx with `fastcgi_keep_conn on` and an upstream keeping 2 idle "
          "connections per worker; connections 2: forkd keeping at most 2 per worker, the others "

@@ -99,6 +99,8 @@ PHP_ROWS = (  # results/php.json row -> how the README names it
     ("forkd fastcgi", "forkd `fastcgi`, `connections: 0`"),
     ("forkd fastcgi, connections 2", "forkd `fastcgi`, `connections: 2`"),
     ("forkd php-cgi", "forkd `cgi` with php-cgi"),
+    ("nginx + php-fpm, 1 worker", "nginx + php-fpm, 1 worker"),
+    ("forkd fastcgi, 1 worker, connections 4", "forkd `fastcgi`, 1 worker, `connections: 4`"),
 )
 
 
@@ -108,9 +110,10 @@ def php_section(data: dict) -> list[str]:
     if not all(key in hello for key, _ in PHP_ROWS):
         return []  # written before these rows existed
     lines = ["### PHP through php-fpm", "", (
-        "`python3 -m tests.bench.php` (about 2 minutes; `--repeats 5` about 3.5; `tests/bench/results/php.md`) drives "
-        "`hello.php` through forkd's `fastcgi` route and through nginx, each server with 2 workers "
-        "and its own php-fpm pool of 4 children (pm static, a unix socket), wrk -t2 -c50, "
+        "`python3 -m tests.bench.php` (about 2.5 minutes; `--repeats 5` about 4.5; "
+        "`tests/bench/results/php.md`) drives `hello.php` through forkd's `fastcgi` route and "
+        "through nginx, each server with 2 workers (or 1 where the row says so) and its own "
+        "php-fpm pool of 4 children (pm static, a unix socket), wrk -t2 -c50, "
         f"{data['seconds']:g} s runs, medians of {data['repeats']} interleaved repeats. "
         f"Run {data['date']}:"), "",
         "| hello.php through | req/s | p99 ms | server CPU µs/request | php-fpm CPU µs/request |",
@@ -124,10 +127,15 @@ def php_section(data: dict) -> list[str]:
     kept, cgi = hello["forkd fastcgi, connections 2"]["rps"], hello["forkd php-cgi"]["rps"]
     static = data["isolation"]["static"]
     kept_row, nginx_row = hello["forkd fastcgi, connections 2"], hello["nginx + php-fpm"]
+    one_forkd = hello["forkd fastcgi, 1 worker, connections 4"]["rps"]
+    one_nginx = hello["nginx + php-fpm, 1 worker"]["rps"]
     lines += ["", (
         f"forkd is at {plain / nginx:.2f}× nginx with a connection per request and "
         f"{kept / nginx:.2f}× with kept connections; the fastcgi route does "
-        f"{plain / max(cgi, 1):.0f}× forkd's own php-cgi route. The gap is the worker's own CPU "
+        f"{plain / max(cgi, 1):.0f}× forkd's own php-cgi route. With one worker each (fewer "
+        "processes taking turns on the two cores), forkd keeping 4 connections does "
+        f"{one_forkd / kept:.2f}× its two-worker figure and nginx {one_nginx / nginx:.2f}× its "
+        f"own: forkd is then at {one_forkd / one_nginx:.2f}× nginx. The gap is the worker's own CPU "
         f"per request ({kept_row['server_cpu_us']:.0f} µs with kept connections against nginx's "
         f"{nginx_row['server_cpu_us']:.0f}), and in it the Python interpreter: a worker makes the "
         "same system calls as nginx (a receive and a send on each side, a stat of the script), "
