@@ -126,6 +126,8 @@ class FastCgiHandler:
         self.logged = 0.0  # when a connect failure was last logged (one line a second)
         self.pool = (ConnectionPool(settings.connections, self.reactor) if settings.connections
                      else None)
+        # Every request starts with the same record: keep the connection, or not.
+        self.begin = fcgi.begin_request(REQUEST_ID, keep_connection=self.pool is not None)
 
     # -- the Handler protocol --------------------------------------------------------------------
     def prepare(self, request: Request) -> None:
@@ -222,10 +224,11 @@ class FastCgiExchange:
         handler = self.handler
         self.reply = reply
         pool = handler.pool
-        self.pending += fcgi.begin_request(REQUEST_ID, keep_connection=pool is not None)
-        self.pending += handler.params.record(REQUEST_ID, self.request, self.script)
+        records = handler.begin + handler.params.record(REQUEST_ID, self.request, self.script)
         if self.body is None:
-            self._end_input()
+            records += fcgi.end_of_stream(fcgi.STDIN, REQUEST_ID)
+            self.input_done = True
+        self.pending = bytearray(records)
         reply.set_deadline(now + self.timeout)
         if pool is None:
             error = self._open(now)
@@ -233,7 +236,7 @@ class FastCgiExchange:
                 self.closed = True
                 raise error
             return
-        self.records = bytes(self.pending)
+        self.records = records
         if not pool.take(self, now):
             self.phase = QUEUED
 

@@ -86,14 +86,13 @@ def stream(kind: int, request_id: int, data: bytes) -> bytes:
                     for start in range(0, len(view), WRITE_CONTENT))
 
 
-# The records below are the same for every request of an id: made once (each saves a struct
-# pack and two concatenations per request).
+# The same for every request of an id: made once (a struct pack and two concatenations saved per
+# request; BEGIN_REQUEST is kept by the handler).
 @functools.cache
 def end_of_stream(kind: int, request_id: int) -> bytes:
     return record(kind, request_id)
 
 
-@functools.cache
 def begin_request(request_id: int, keep_connection: bool = False) -> bytes:
     return record(BEGIN_REQUEST, request_id, struct.pack(">HB5x", RESPONDER, int(keep_connection)))
 
