@@ -51,8 +51,9 @@ from forkd.handlers.paths import hidden, inside, normalize, strip_prefix
 from forkd.http.errors import BadRequest, Forbidden, NotFound
 from forkd.http.request import ConnectionInfo, Request
 
-PATH_CACHE = 4096  # request paths whose walk is remembered per route (the file system is asked
-# each time: only the strings and Script objects are kept)
+# Request paths whose walk is remembered per route: only strings and Script objects are kept, the
+# file system is asked each time.
+PATH_CACHE = 4096
 
 
 class Static:
@@ -118,8 +119,8 @@ class Selector:
         return STATIC
 
     def _walk(self, raw_path: str) -> Walk:
-        """The walk of a path not seen lately (remembered, bounded); 400 or 404 for paths never
-        walked."""
+        """The walk of a path not seen lately (remembered, bounded); raises 400 or 404 for a path
+        that is never walked."""
         url_path = normalize(raw_path)
         if "\r" in url_path or "\n" in url_path:
             raise BadRequest("CR or LF in the decoded path")
