@@ -204,6 +204,10 @@ class FastCgiConfig:
     # Kept connections per worker (FCGI_KEEP_CONN), requests beyond wait in the worker; 0: a new
     # connection per request. Each holds a php-fpm child: workers x this <= pm.max_children.
     connections: int = 0
+    # With a connection per request: shut down the sending side once the request is sent, so
+    # php-fpm, which waits for the end of its input before it takes the next connection, need
+    # not wait for forkd's close. false for responders that take that for the end of everything.
+    half_close: bool = True
 
 
 FASTCGI_MAX_CONNECTIONS = 1024

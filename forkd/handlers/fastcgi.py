@@ -29,6 +29,11 @@ connections per worker, one request at a time each, and the others wait in line 
     filling the worker's memory. `flush()` in PHP reaches the client as it happens.
   - silence: `timeout` bounds every wait for php-fpm (the connect, the header block, each piece of
     output); past it the answer is 504, or a cut response once it has started.
+  - a connection per request is half-closed once the whole request is sent (`half_close`, on by
+    default): php-fpm answers, shuts down its side, then reads until the end of its input before
+    it closes and accepts again, and that end now comes at once instead of with forkd's close,
+    which a busy worker makes later. (A responder that takes the end of its input for the end of
+    the connection, as Go's net/http/fcgi does, needs `half_close: false`.)
   - the end, however it comes (answered, client gone, timed out): `close` closes the socket. That
     is the abort: a php-fpm child reads its connection only when the script asks for input, so an
     FCGI_ABORT_REQUEST record would wait unread, while a closed connection makes the script's next
@@ -128,6 +133,7 @@ class FastCgiHandler:
                      else None)
         # Every request starts with the same record: keep the connection, or not.
         self.begin = fcgi.begin_request(REQUEST_ID, keep_connection=self.pool is not None)
+        self.half_close = settings.half_close and self.pool is None
 
     # -- the Handler protocol --------------------------------------------------------------------
     def prepare(self, request: Request) -> None:
@@ -388,6 +394,8 @@ class FastCgiExchange:
                 break
             del self.pending[:sent]
             progress = True
+        if progress and not self.pending and self.input_done and self.handler.half_close:
+            _shut_sending(sock)  # the request is all sent (see "the end" in the module docstring)
         if progress and self.phase == HEADER and self.body is not None:
             assert self.reply is not None
             self.reply.set_deadline(now + self.timeout)  # taking an upload is work, not silence
@@ -641,6 +649,13 @@ class FastCgiExchange:
         if self.pooled:
             assert pool is not None
             pool.lost(time.monotonic())
+
+
+def _shut_sending(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:  # php-fpm closed it meanwhile: the answer (or its absence) will say so
+        pass
 
 
 def _log_stderr(log: ErrorLog, label: str, line: bytes) -> None:

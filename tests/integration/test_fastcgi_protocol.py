@@ -17,7 +17,7 @@ import pytest
 from tests.support.daemon import Daemon
 from tests.support.fastcgi_peer import FastCgiPeer
 
-SCRIPTS = ("params.php", "stdin.php", "overloaded.php", "garbage.php", "dies.php")
+SCRIPTS = ("params.php", "stdin.php", "overloaded.php", "garbage.php", "dies.php", "eof.php")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,31 @@ def test_a_peer_that_dies_mid_response_never_looks_complete(daemon: Daemon) -> N
     conn.close()
     daemon.wait_for_log("php-fpm closed the connection")
     assert daemon.get("/params.php")[0] == 200  # the worker serves on
+
+
+def test_a_connection_per_request_is_half_closed_once_the_request_is_sent(daemon: Daemon) -> None:
+    # php-fpm reads until the end of its input before it takes its next connection: it comes
+    # with the request, not with forkd's close after the answer. A body is sent whole first.
+    assert daemon.get("/eof.php")[2] == b"end of input"
+    status, _, body = daemon.get("/eof.php", method="POST", body=b"x" * 300_000)
+    assert (status, body) == (200, b"end of input")
+
+
+def test_half_close_false_keeps_the_input_open_until_the_answer(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "eof.php").write_text("<?php // answered by the scripted peer\n")
+    peer = FastCgiPeer().start()
+    (tmp_path / "forkd").mkdir()
+    server = Daemon(tmp_path / "forkd", {"routes": [
+        {"prefix": "/", "fastcgi": {"connect": peer.connect, "root": str(root),
+                                    "half_close": False}}]})
+    try:
+        server.start()
+        assert server.get("/eof.php")[2] == b"input open"
+    finally:
+        server.stop()
+        peer.stop()
 
 
 def test_a_kept_connection_closed_under_a_request_sends_it_again(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ a thread, and behaves according to the basename of the SCRIPT_FILENAME param it 
   - overloaded.php: END_REQUEST with protocol status OVERLOADED;
   - garbage.php: an HTTP response instead of records;
   - dies.php: a header block and 200 KiB of body, then the connection closes, no END_REQUEST;
+  - eof.php: waits up to a second for the end of its input (the web server's half-close, or its
+    close), then answers "end of input" or "input open";
   - kept.php: answers "<connection number> <request number on it>" and, when the request asked
     for FCGI_KEEP_CONN, waits for the next request on the same connection; the third request on
     a connection is read and left unanswered, the connection closed (a php-fpm child that reached
@@ -140,6 +142,18 @@ class FastCgiPeer:
     def _overloaded(self, conn: socket.socket, request_id: int, params: dict[bytes, bytes],
                     body: bytes) -> None:
         conn.sendall(end_request(request_id, protocol_status=2))
+
+    def _eof(self, conn: socket.socket, request_id: int, params: dict[bytes, bytes],
+             body: bytes) -> None:
+        conn.settimeout(1.0)
+        try:
+            ended = conn.recv(1) == b""
+        except TimeoutError:
+            ended = False
+        conn.settimeout(None)
+        text = b"end of input" if ended else b"input open"
+        conn.sendall(record(STDOUT, request_id, b"Content-Type: text/plain\r\n\r\n" + text)
+                     + end_request(request_id))
 
     def _garbage(self, conn: socket.socket, request_id: int, params: dict[bytes, bytes],
                  body: bytes) -> None:

@@ -78,3 +78,5 @@ def test_problems_name_their_key(tmp_path: Path) -> None:
         "routes[0].fastcgi.connections: must not be negative, got -1"]
     assert problems(tmp_path, '{connect: "unix:/x", root: www, connections: 5000}') == [
         "routes[0].fastcgi.connections: at most 1024, got 5000"]
+    assert problems(tmp_path, '{connect: "unix:/x", root: www, half_close: maybe}') == [
+        "routes[0].fastcgi.half_close: expected true or false, got the string 'maybe'"]
