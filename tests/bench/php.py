@@ -7,8 +7,9 @@ keeping FastCGI connections holds every child of its pool, so two such servers c
 Four servers have 2 workers, none an access log. Two open one FastCGI connection per request
 (nginx's default without `fastcgi_keep_conn`, forkd's `connections: 0`); two keep connections
 (nginx with `fastcgi_keep_conn on` and an upstream `keepalive 2`; forkd with `connections: 2`).
-Two more have ONE worker each, which on two shared cores serves PHP faster: nginx opening a
-connection per request, forkd keeping 4. wrk -t2 -c50 drives `hello.php` on each, interleaved and
+Three more have ONE worker each, which on two shared cores serves PHP faster: nginx and forkd
+opening a connection per request, and forkd keeping 4. forkd half-closes a connection of its own
+once the request is sent (`half_close`, its default); nginx does not. wrk -t2 -c50 drives `hello.php` on each, interleaved and
 repeated (medians), plus forkd's own php-cgi route for the process-per-request baseline, and
 wrk -t1 -c1 drives each server alone (per-request latency without queueing). Every row also gives
 the CPU time the server's workers and php-fpm's children spent per request. Then the
@@ -42,7 +43,8 @@ from tests.support.php_fpm import PhpFpm, php_fpm_program
 RESULTS = Path(__file__).resolve().parent / "results"
 ROWS = ("nginx + php-fpm", "nginx + php-fpm, keepalive 2", "forkd fastcgi",
         "forkd fastcgi, connections 2", "forkd php-cgi", "nginx + php-fpm, 1 worker",
-        "forkd fastcgi, 1 worker, connections 4", "nginx + php-fpm, 1 connection",
+        "forkd fastcgi, 1 worker", "forkd fastcgi, 1 worker, connections 4",
+        "nginx + php-fpm, 1 connection",
         "nginx + php-fpm, keepalive 2, 1 connection", "forkd fastcgi, 1 connection",
         "forkd fastcgi, connections 2, 1 connection")
 HELLO = '<?php\nheader("Content-Type: text/plain");\necho "Hello, world\\n";\n'
@@ -194,18 +196,19 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
     (docroot / "hello.php").write_text(HELLO)
     (docroot / "sleep.php").write_text("<?php\nsleep(1);\necho \"slept\\n\";\n")
     (docroot / "1k.txt").write_bytes(b"x" * 1024)
-    pools = [PhpFpm(work / f"fpm{number}", children=4, backlog=2048) for number in range(6)]
+    pools = [PhpFpm(work / f"fpm{number}", children=4, backlog=2048) for number in range(7)]
     wrk = Wrk(work, threads=2, timeout=5)
     single = Wrk(work, threads=1, timeout=5)  # one connection: per-request latency, no queueing
     # Kept FastCGI connections: 2 per worker, 2 workers each, the pool's 4 children. On two
     # cores one worker each may do better (the workers, php-fpm and wrk share them): one forkd
-    # worker keeps 4 connections, one nginx worker opens one per request.
+    # worker opens a connection per request or keeps 4, one nginx worker opens one per request.
     servers = [nginx(work, docroot, pools[0].socket),
                nginx(work, docroot, pools[1].socket, keep=True),
                forkd(work, docroot, pools[2].socket, 2, "forkd"),
                forkd(work, docroot, pools[3].socket, 2, "forkd-kept", kept=2),
                nginx(work, docroot, pools[4].socket, workers=1),
-               forkd(work, docroot, pools[5].socket, 1, "forkd-1-kept", kept=4)]
+               forkd(work, docroot, pools[5].socket, 1, "forkd-1"),
+               forkd(work, docroot, pools[6].socket, 1, "forkd-1-kept", kept=4)]
     pool_of = {id(server): pool for server, pool in zip(servers, pools)}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in ROWS}
     try:
@@ -213,7 +216,7 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
             pool.start()
         for server in servers:
             server.start()
-        ngx, ngx_kept, fkd, fkd_kept, ngx_one, fkd_one = servers
+        ngx, ngx_kept, fkd, fkd_kept, ngx_one, fkd_one, fkd_one_kept = servers
         for _ in range(repeats):  # interleaved, so a noisy neighbour hits every row alike
             for name, server, path, driver, connections in (
                     ("nginx + php-fpm", ngx, "/hello.php", wrk, 50),
@@ -222,7 +225,9 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
                     ("forkd fastcgi, connections 2", fkd_kept, "/hello.php", wrk, 50),
                     ("forkd php-cgi", fkd, "/cgi/hello.php", wrk, 50),
                     ("nginx + php-fpm, 1 worker", ngx_one, "/hello.php", wrk, 50),
-                    ("forkd fastcgi, 1 worker, connections 4", fkd_one, "/hello.php", wrk, 50),
+                    ("forkd fastcgi, 1 worker", fkd_one, "/hello.php", wrk, 50),
+                    ("forkd fastcgi, 1 worker, connections 4", fkd_one_kept, "/hello.php", wrk,
+                     50),
                     ("nginx + php-fpm, 1 connection", ngx, "/hello.php", single, 1),
                     ("nginx + php-fpm, keepalive 2, 1 connection", ngx_kept, "/hello.php",
                      single, 1),
@@ -281,12 +286,14 @@ def one(hello: dict[str, dict[str, float]], server: str) -> dict[str, float]:
 
 
 def one_worker_each(hello: dict[str, dict[str, float]]) -> str:
-    """The ratio of the one-worker rows (nothing in results written before they existed)."""
-    forkd_one = hello.get("forkd fastcgi, 1 worker, connections 4")
+    """The ratios of the one-worker rows (nothing in results written before they existed)."""
+    forkd_one = hello.get("forkd fastcgi, 1 worker")
+    forkd_kept = hello.get("forkd fastcgi, 1 worker, connections 4")
     nginx_one = hello.get("nginx + php-fpm, 1 worker")
-    if forkd_one is None or nginx_one is None:
+    if forkd_one is None or forkd_kept is None or nginx_one is None:
         return ""
-    return f"; one worker each: **{forkd_one['rps'] / nginx_one['rps']:.2f}**"
+    return (f"; one worker each: **{forkd_one['rps'] / nginx_one['rps']:.2f}**, forkd keeping 4: "
+            f"**{forkd_kept['rps'] / nginx_one['rps']:.2f}**")
 
 
 def report(data: dict[str, Any]) -> str:

@@ -100,6 +100,7 @@ PHP_ROWS = (  # results/php.json row -> how the README names it
     ("forkd fastcgi, connections 2", "forkd `fastcgi`, `connections: 2`"),
     ("forkd php-cgi", "forkd `cgi` with php-cgi"),
     ("nginx + php-fpm, 1 worker", "nginx + php-fpm, 1 worker"),
+    ("forkd fastcgi, 1 worker", "forkd `fastcgi`, 1 worker, `connections: 0`"),
     ("forkd fastcgi, 1 worker, connections 4", "forkd `fastcgi`, 1 worker, `connections: 4`"),
 )
 
@@ -126,27 +127,29 @@ def php_section(data: dict) -> list[str]:
     nginx, plain = hello["nginx + php-fpm"]["rps"], hello["forkd fastcgi"]["rps"]
     kept, cgi = hello["forkd fastcgi, connections 2"]["rps"], hello["forkd php-cgi"]["rps"]
     static = data["isolation"]["static"]
-    kept_row, nginx_row = hello["forkd fastcgi, connections 2"], hello["nginx + php-fpm"]
-    one_forkd = hello["forkd fastcgi, 1 worker, connections 4"]["rps"]
+    one_forkd = hello["forkd fastcgi, 1 worker"]["rps"]
+    one_kept = hello["forkd fastcgi, 1 worker, connections 4"]["rps"]
     one_nginx = hello["nginx + php-fpm, 1 worker"]["rps"]
+    plain_row, nginx_row = hello["forkd fastcgi"], hello["nginx + php-fpm"]
     lines += ["", (
-        f"forkd is at {plain / nginx:.2f}× nginx with a connection per request and "
-        f"{kept / nginx:.2f}× with kept connections; the fastcgi route does "
+        f"With two workers each, forkd is at {plain / nginx:.2f}× nginx with a connection per "
+        f"request and {kept / nginx:.2f}× with kept connections; the fastcgi route does "
         f"{plain / max(cgi, 1):.0f}× forkd's own php-cgi route. With one worker each (fewer "
-        "processes taking turns on the two cores), forkd keeping 4 connections does "
-        f"{one_forkd / kept:.2f}× its two-worker figure and nginx {one_nginx / nginx:.2f}× its "
-        f"own: forkd is then at {one_forkd / one_nginx:.2f}× nginx. The gap is the worker's own CPU "
-        f"per request ({kept_row['server_cpu_us']:.0f} µs with kept connections against nginx's "
-        f"{nginx_row['server_cpu_us']:.0f}), and in it the Python interpreter: a worker makes the "
-        "same system calls as nginx (a receive and a send on each side, a stat of the script), "
-        "and its system time per request is about nginx's, but its user time is several times "
-        "nginx's. What forkd does not repeat per request: a path's walk (only the stat calls), "
-        "the params of the connection and of the script, a header block already seen, and, "
-        "with kept connections, the epoll_ctl of a connection changing hands. nginx keeping "
-        "connections shows the hazard `connections` avoids: its idle kept connections hold every "
-        "child of the pool, and requests on new connections wait behind them (its p99). One forkd "
-        "worker serving a `sleep(1)` page to 4 clients keeps a static file's p99 at "
-        f"{static['p99_us'] / 1000:.1f} ms."), ""]
+        f"processes taking turns on the two cores) forkd is at {one_forkd / one_nginx:.2f}× "
+        f"nginx ({one_kept / one_nginx:.2f}× keeping 4 connections). A php-fpm child reads until "
+        "the end of its input before it takes its next connection; forkd half-closes each "
+        "connection once the request is sent, so that end comes at once, while behind nginx it "
+        "comes with nginx's close. Where forkd is behind, it is its worker's own CPU per request "
+        f"({plain_row['server_cpu_us']:.0f} µs against nginx's "
+        f"{nginx_row['server_cpu_us']:.0f} with two workers), and in it the Python interpreter: "
+        "a worker makes the same system calls as nginx and spends about the same system time, "
+        "but its user time is several times nginx's. What forkd does not repeat per request: a "
+        "path's walk (only the stat calls), the params of the connection and of the script, a "
+        "header block already seen, and, with kept connections, the epoll_ctl of a connection "
+        "changing hands. nginx keeping connections shows the hazard `connections` avoids: its "
+        "idle kept connections hold every child of the pool, and requests on new connections "
+        "wait behind them (its p99). One forkd worker serving a `sleep(1)` page to 4 clients "
+        f"keeps a static file's p99 at {static['p99_us'] / 1000:.1f} ms."), ""]
     return lines
 
 
