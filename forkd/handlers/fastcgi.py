@@ -33,7 +33,8 @@ connections per worker, one request at a time each, and the others wait in line 
     default): php-fpm answers, shuts down its side, then reads until the end of its input before
     it closes and accepts again, and that end now comes at once instead of with forkd's close,
     which a busy worker makes later. (A responder that takes the end of its input for the end of
-    the connection, as Go's net/http/fcgi does, needs `half_close: false`.)
+    the connection, as Go's net/http/fcgi does, answers nothing and needs `half_close: false`;
+    the error log says so. fcgiwrap is content with the half-close, as php-fpm is.)
   - the end, however it comes (answered, client gone, timed out): `close` closes the socket. That
     is the abort: a php-fpm child reads its connection only when the script asks for input, so an
     FCGI_ABORT_REQUEST record would wait unread, while a closed connection makes the script's next
@@ -533,8 +534,12 @@ class FastCgiExchange:
 
     def _connection_ended(self, now: float) -> None:
         """php-fpm closed the connection before END_REQUEST (its child died, or was killed)."""
+        hint = ""
+        if self.handler.half_close and not self.received:
+            # Nothing came back at all: maybe a responder that ends the connection with its input.
+            hint = " (if it is not php-fpm and answers nothing, try fastcgi.half_close: false)"
         self.handler.log.error(f"fastcgi {self.label}: php-fpm closed the connection "
-                               f"before the end of the request")
+                               f"before the end of the request{hint}")
         self._fail(FastCgiFailed("php-fpm closed the connection"), now)
 
     def _stream(self, now: float) -> None:

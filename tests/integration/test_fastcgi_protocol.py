@@ -17,7 +17,8 @@ import pytest
 from tests.support.daemon import Daemon
 from tests.support.fastcgi_peer import FastCgiPeer
 
-SCRIPTS = ("params.php", "stdin.php", "overloaded.php", "garbage.php", "dies.php", "eof.php")
+SCRIPTS = ("params.php", "stdin.php", "overloaded.php", "garbage.php", "dies.php", "eof.php",
+           "go.php")
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +88,16 @@ def test_a_connection_per_request_is_half_closed_once_the_request_is_sent(daemon
     assert (status, body) == (200, b"end of input")
 
 
+def test_a_responder_that_ends_with_its_input_is_502_with_a_hint(daemon: Daemon) -> None:
+    assert daemon.get("/go.php")[0] == 502
+    daemon.wait_for_log("try fastcgi.half_close: false")
+
+
 def test_half_close_false_keeps_the_input_open_until_the_answer(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     (root / "eof.php").write_text("<?php // answered by the scripted peer\n")
+    (root / "go.php").write_text("<?php // answered by the scripted peer\n")
     peer = FastCgiPeer().start()
     (tmp_path / "forkd").mkdir()
     server = Daemon(tmp_path / "forkd", {"routes": [
@@ -99,6 +106,7 @@ def test_half_close_false_keeps_the_input_open_until_the_answer(tmp_path: Path) 
     try:
         server.start()
         assert server.get("/eof.php")[2] == b"input open"
+        assert server.get("/go.php")[2] == b"answered"
     finally:
         server.stop()
         peer.stop()

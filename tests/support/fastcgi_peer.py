@@ -11,6 +11,8 @@ a thread, and behaves according to the basename of the SCRIPT_FILENAME param it 
   - dies.php: a header block and 200 KiB of body, then the connection closes, no END_REQUEST;
   - eof.php: waits up to a second for the end of its input (the web server's half-close, or its
     close), then answers "end of input" or "input open";
+  - go.php: does what Go's net/http/fcgi does: the end of its input ends the connection, before
+    any answer (it waits up to a second for that end, and answers "answered" when it does not come);
   - kept.php: answers "<connection number> <request number on it>" and, when the request asked
     for FCGI_KEEP_CONN, waits for the next request on the same connection; the third request on
     a connection is read and left unanswered, the connection closed (a php-fpm child that reached
@@ -113,6 +115,17 @@ class FastCgiPeer:
         return request_id, _pairs(params), body, keep
 
     @staticmethod
+    def _input_ends(conn: socket.socket) -> bool:
+        """Whether the web server ends its side (half-close or close) within a second."""
+        conn.settimeout(1.0)
+        try:
+            return conn.recv(1) == b""
+        except TimeoutError:
+            return False
+        finally:
+            conn.settimeout(None)
+
+    @staticmethod
     def _recv(conn: socket.socket) -> bytes:
         data = conn.recv(65536)
         if not data:
@@ -145,14 +158,15 @@ class FastCgiPeer:
 
     def _eof(self, conn: socket.socket, request_id: int, params: dict[bytes, bytes],
              body: bytes) -> None:
-        conn.settimeout(1.0)
-        try:
-            ended = conn.recv(1) == b""
-        except TimeoutError:
-            ended = False
-        conn.settimeout(None)
-        text = b"end of input" if ended else b"input open"
+        text = b"end of input" if self._input_ends(conn) else b"input open"
         conn.sendall(record(STDOUT, request_id, b"Content-Type: text/plain\r\n\r\n" + text)
+                     + end_request(request_id))
+
+    def _go(self, conn: socket.socket, request_id: int, params: dict[bytes, bytes],
+            body: bytes) -> None:
+        if self._input_ends(conn):
+            return  # the connection closes, nothing answered
+        conn.sendall(record(STDOUT, request_id, b"Content-Type: text/plain\r\n\r\nanswered")
                      + end_request(request_id))
 
     def _garbage(self, conn: socket.socket, request_id: int, params: dict[bytes, bytes],
