@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 With `connections: N` the requests of a fastcgi route in a worker share at most N connections to
-php-fpm. Each is opened with FCGI_KEEP_CONN and carries one request at a time. What that saves is
-mostly php-fpm's: a child keeping its connection takes the next request without an accept(), and
-without the shutdown-and-wait that ends a closed connection (the child waits for forkd's close
-before it accepts again); it is woken once per request instead of three times. The worker saves
-a socket, a connect and a close per request.
+php-fpm. Each is opened with FCGI_KEEP_CONN and carries one request at a time. A child keeping
+its connection takes the next request without an accept() and without the shutdown-and-read that
+ends a closed connection; the worker saves a socket, a connect and a close per request. Since a
+connection per request is half-closed (forkd.handlers.fastcgi), that wait costs php-fpm little,
+and kept connections pay off mostly where a connect is dear (php-fpm over TCP, far away).
 
 The price: a kept connection holds its php-fpm child, busy or idle. Hence the bound, and a request
 beyond N waits here, in order (the exchange's phase QUEUED, its deadline running), never in
