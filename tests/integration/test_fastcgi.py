@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 import time
@@ -181,18 +182,28 @@ def test_big_output_is_streamed_whole(daemon: Daemon) -> None:
 
 
 def test_slow_reader_holds_php_back(daemon: Daemon) -> None:
-    """Back-pressure: while the client reads nothing, forkd does not take 32 MiB from php-fpm."""
+    """Back-pressure: while the client reads nothing, forkd does not take 32 MiB from php-fpm,
+    nor spin on the php-fpm socket that has more to give (it is not watched meanwhile)."""
     before = max(rss(pid) for pid in daemon.worker_pids())
     with socket.create_connection((daemon.host, daemon.port), timeout=30) as sock:
         sock.sendall(b"GET /big.php?mb=32 HTTP/1.0\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)  # the response has started; both socket buffers fill up
+        cpu_before = sum(cpu_seconds(pid) for pid in daemon.worker_pids())
         time.sleep(1.0)  # php-fpm could write it all meanwhile; forkd must not read it all
+        busy = sum(cpu_seconds(pid) for pid in daemon.worker_pids()) - cpu_before
         during = max(rss(pid) for pid in daemon.worker_pids())
         received = bytearray()
         while chunk := sock.recv(1 << 20):
             received += chunk
     assert during - before < 16 << 20, (before, during)
+    assert busy < 0.3, f"the workers used {busy:.2f} s of CPU while nothing could move"
     _, body = head_and_body(bytes(received))
     assert len(body) == 32 << 20 and body[-16:] == b"0123456789abcdef"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss(pid: int) -> int:
