@@ -231,11 +231,10 @@ class FastCgiExchange:
         handler = self.handler
         self.reply = reply
         pool = handler.pool
-        records = handler.begin + handler.params.record(REQUEST_ID, self.request, self.script)
+        self.pending = bytearray(
+            handler.begin + handler.params.record(REQUEST_ID, self.request, self.script))
         if self.body is None:
-            records += fcgi.end_of_stream(fcgi.STDIN, REQUEST_ID)
-            self.input_done = True
-        self.pending = bytearray(records)
+            self._end_input()
         reply.set_deadline(now + self.timeout)
         if pool is None:
             error = self._open(now)
@@ -243,7 +242,7 @@ class FastCgiExchange:
                 self.closed = True
                 raise error
             return
-        self.records = records
+        self.records = bytes(self.pending)
         if not pool.take(self, now):
             self.phase = QUEUED
 
